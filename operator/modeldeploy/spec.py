@@ -1,0 +1,149 @@
+"""The typed `ModelDeployment.spec`.
+
+`crds/modeldeployment.yaml` is the schema the API server enforces; this module is the same
+contract in Python (tests/test_crd_sync.py keeps the two from drifting). Rules the schema can
+express live in both; `validate_spec` adds what only the operator can check.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+GROUP_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]+$"
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
+ARTIFACT_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|file://.+)$"
+FRAMEWORK_VERSION_PATTERN = r"^\d+\.\d+-\d+$"
+INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
+METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+
+Provider = Literal["sagemaker", "local"]
+Policy = Literal["Manual", "Automatic"]
+DeletionPolicy = Literal["Delete", "Retain"]
+ContentType = Literal["text/csv", "text/libsvm"]
+
+
+class _Model(BaseModel):
+    # Unknown fields are an error: a typo in git must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ModelPackageGroupSpec(_Model):
+    name: Annotated[str, Field(pattern=GROUP_NAME_PATTERN, max_length=63)]
+    description: Annotated[str | None, Field(max_length=1024)] = None
+
+
+class ModelSpec(_Model):
+    artifact: Annotated[str, Field(pattern=ARTIFACT_PATTERN, max_length=1024)]
+    frameworkVersion: Annotated[str | None, Field(pattern=FRAMEWORK_VERSION_PATTERN)] = None
+    image: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    # Either the URI of an evaluation.json or an inline map of metric name -> value.
+    metrics: str | dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> ModelSpec:
+        if self.frameworkVersion and self.image:
+            raise ValueError("spec.model: give frameworkVersion or image, not both")
+        return self
+
+
+class ApprovalRule(_Model):
+    metric: Annotated[str, Field(pattern=METRIC_NAME_PATTERN)]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> ApprovalRule:
+        if self.min is None and self.max is None:
+            raise ValueError(f"approval rule for {self.metric!r} needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"approval rule for {self.metric!r}: min is greater than max")
+        return self
+
+
+class ApprovalSpec(_Model):
+    policy: Policy = "Manual"
+    rules: Annotated[list[ApprovalRule], Field(max_length=32)] = []
+    approvedVersion: Annotated[int | None, Field(ge=1)] = None
+
+    @model_validator(mode="after")
+    def _rules_for_automatic(self) -> ApprovalSpec:
+        if self.policy == "Automatic" and not self.rules:
+            raise ValueError("spec.approval: policy Automatic needs at least one rule")
+        return self
+
+
+class SmokeTestSpec(_Model):
+    payload: Annotated[str, Field(min_length=1, max_length=65536)]
+    contentType: ContentType = "text/csv"
+    maxLatencyMs: Annotated[int, Field(ge=1, le=60000)] = 500
+
+
+class StagingSpec(_Model):
+    instanceType: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] = "ml.m5.large"
+    instanceCount: Annotated[int, Field(ge=1, le=100)] = 1
+    dataCapturePercent: Annotated[int, Field(ge=0, le=100)] = 0
+    # Where captured requests go; default: the SageMaker default bucket of the role's account.
+    dataCaptureDestination: Annotated[str | None, Field(pattern=r"^s3://.+")] = None
+    smokeTest: SmokeTestSpec | None = None
+
+
+class ProductionSpec(_Model):
+    instanceType: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] = "ml.m5.large"
+    instanceCount: Annotated[int, Field(ge=1, le=100)] = 1
+    promotion: Policy = "Manual"
+    promotedVersion: Annotated[int | None, Field(ge=1)] = None
+
+
+class ModelDeploymentSpec(_Model):
+    provider: Provider | None = None
+    region: Annotated[str | None, Field(pattern=REGION_PATTERN)] = None
+    roleArn: Annotated[str | None, Field(pattern=ROLE_ARN_PATTERN, max_length=2048)] = None
+    modelPackageGroup: ModelPackageGroupSpec
+    model: ModelSpec | None = None
+    approval: ApprovalSpec = ApprovalSpec()
+    staging: StagingSpec = StagingSpec()
+    production: ProductionSpec = ProductionSpec()
+    deletionPolicy: DeletionPolicy = "Delete"
+
+    @model_validator(mode="after")
+    def _provider_rules(self) -> ModelDeploymentSpec:
+        if self.provider == "sagemaker":
+            if not self.roleArn:
+                raise ValueError("spec.roleArn is required when spec.provider is sagemaker")
+            if self.model and self.model.artifact.startswith("file://"):
+                raise ValueError(
+                    "spec.model.artifact: file:// artifacts work only with the local provider; "
+                    "upload it to S3 for sagemaker"
+                )
+        return self
+
+    def with_default_provider(self, default: str) -> ModelDeploymentSpec:
+        return self if self.provider else self.model_copy(update={"provider": default})
+
+
+class SpecError(ValueError):
+    """The spec is invalid: terminal until the spec changes."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def parse_spec(raw: dict) -> ModelDeploymentSpec:
+    """Parse a raw spec, raising SpecError with one line per problem naming the field."""
+    try:
+        return ModelDeploymentSpec.model_validate(raw or {})
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            msg = re.sub(r"^Value error, ", "", e["msg"])
+            loc = tuple(p for p in e["loc"] if not str(p).startswith(("function-", "str", "dict")))
+            lines.append(msg if msg.startswith("spec") else f"{_field_path(loc)}: {msg}")
+        raise SpecError("; ".join(lines)) from None
