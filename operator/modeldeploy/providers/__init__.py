@@ -1,0 +1,42 @@
+"""Provider selection: one instance per (provider, region), built on first use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from modeldeploy.providers.base import Provider
+from modeldeploy.spec import ModelDeploymentSpec, SpecError
+
+Builder = Callable[[ModelDeploymentSpec], Provider]
+
+
+def _sagemaker(spec: ModelDeploymentSpec) -> Provider:
+    from modeldeploy.providers.sagemaker import SageMakerProvider
+
+    region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise SpecError("spec.region is required for the sagemaker provider (or set AWS_REGION)")
+    return SageMakerProvider(region=region, role_arn=spec.roleArn)
+
+
+BUILDERS: dict[str, Builder] = {"sagemaker": _sagemaker}
+
+
+class ProviderFactory:
+    def __init__(self, default: str | None = None, builders: dict[str, Builder] | None = None):
+        self.default = default or os.environ.get("MODELDEPLOY_DEFAULT_PROVIDER", "sagemaker")
+        self._builders = builders or BUILDERS
+        self._cache: dict[tuple, Provider] = {}
+
+    def get(self, spec: ModelDeploymentSpec) -> Provider:
+        name = spec.provider or self.default
+        if name not in self._builders:
+            raise SpecError(
+                f"spec.provider: {name!r} is not available in this operator "
+                f"(available: {', '.join(sorted(self._builders))})"
+            )
+        key = (name, spec.region, spec.roleArn)
+        if key not in self._cache:
+            self._cache[key] = self._builders[name](spec)
+        return self._cache[key]

@@ -25,8 +25,14 @@ class Provider(Protocol):
     name: str
 
     # -- reads (observe is the only call made on a steady resync) ---------------------------
-    def observe(self, spec: ModelDeploymentSpec, status: dict) -> Observed:
-        """Read remote state with at most two read calls when nothing is transitional."""
+    def observe(
+        self, spec: ModelDeploymentSpec, status: dict, *, namespace: str, name: str
+    ) -> Observed:
+        """Read remote state with at most two read calls when nothing is transitional.
+
+        When status shows a deployment in flight (`<stage>.targetConfigName` differs from
+        `<stage>.endpointConfigName`), the endpoint's real config name must be read too.
+        """
 
     def describe_endpoint(self, name: str) -> Endpoint | None: ...
 

@@ -1,0 +1,641 @@
+"""The reconciler's brain: a pure function of (spec, status, observed remote state).
+
+`plan()` returns the actions to take now and the status to write. It performs no I/O and reads
+no clock (the caller passes `now`), so every transition is a table test away.
+
+One pass moves each part of the pipeline at most one step; the caller requeues soon after any
+mutating action and re-observes, so a restart anywhere resumes from the remote state and status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from modeldeploy import naming
+from modeldeploy.reconcile.actions import (
+    Action,
+    DeleteEndpoint,
+    DeployEndpoint,
+    EnsureGroup,
+    RegisterVersion,
+    SetApproval,
+    SmokeTest,
+    Stage,
+)
+from modeldeploy.reconcile.conditions import merge_conditions
+from modeldeploy.remote import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    TRANSITIONAL_ENDPOINT_STATUSES,
+    Endpoint,
+    ModelVersion,
+    Observed,
+)
+from modeldeploy.spec import ApprovalRule, ModelDeploymentSpec
+
+Cond = tuple[str, str, str]  # (status, reason, message)
+
+
+@dataclass(frozen=True)
+class Context:
+    namespace: str
+    name: str
+    generation: int
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Requeue delays in seconds."""
+
+    act: float = 1.0  # right after a mutating action: look at its effect
+    poll: float = 30.0  # something remote is transitional
+    resync: float = 600.0  # steady
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    status: dict
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float = 600.0
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def stall_key(kind: str, *parts: object) -> str:
+    return ":".join([kind, *(str(p) for p in parts)])
+
+
+def _stalled_on(status: dict, key: str, generation: int) -> dict | None:
+    """The stall record for `key` if it still holds (same input, same spec generation)."""
+    stalled = status.get("stalled") or {}
+    if stalled.get("key") == key and stalled.get("generation") == generation:
+        return stalled
+    return None
+
+
+def evaluate_rules(rules: list[ApprovalRule], metrics: dict[str, float]) -> tuple[bool, str]:
+    """Return (all passed, a description naming each rule's outcome)."""
+    failures, passes = [], []
+    for rule in rules:
+        value = metrics.get(rule.metric)
+        bounds = " and ".join(
+            part
+            for part in (
+                f">= {rule.min:g}" if rule.min is not None else "",
+                f"<= {rule.max:g}" if rule.max is not None else "",
+            )
+            if part
+        )
+        if value is None:
+            failures.append(f"{rule.metric} {bounds}: metric missing")
+            continue
+        ok = (rule.min is None or value >= rule.min) and (rule.max is None or value <= rule.max)
+        (passes if ok else failures).append(f"{rule.metric} {value:g} {bounds}")
+    if failures:
+        return False, "rejected by rule " + "; ".join(failures)
+    return True, "approved: " + "; ".join(passes)
+
+
+def newest_approved(observed: Observed) -> ModelVersion | None:
+    approved = [v for v in observed.versions if v.approval_status == APPROVED]
+    return max(approved, key=lambda v: v.version) if approved else None
+
+
+def desired_config(
+    endpoint: str, version: ModelVersion, instance_type: str, count: int, capture: int
+) -> str:
+    return naming.config_name(
+        endpoint,
+        {
+            "version": version.arn,
+            "instanceType": instance_type,
+            "instanceCount": count,
+            "dataCapturePercent": capture,
+        },
+    )
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageOutcome:
+    """What one stage (staging or production) needs and reports."""
+
+    status: dict
+    actions: list[Action] = field(default_factory=list)
+    state: Literal["absent", "deploying", "serving", "failed", "stalled"] = "absent"
+    message: str = ""
+    stall: dict | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def _plan_stage(
+    stage: Stage,
+    *,
+    target: ModelVersion | None,
+    instance_type: str,
+    count: int,
+    capture: int,
+    capture_destination: str | None,
+    old: dict,
+    endpoint: Endpoint | None,
+    status: dict,
+    ctx: Context,
+) -> StageOutcome:
+    name = naming.endpoint_name(ctx.namespace, ctx.name, stage)
+    st = {k: v for k, v in old.items() if k not in ("endpointStatus", "failureReason", "url")}
+    st["endpointName"] = name
+    if endpoint:
+        st["endpointStatus"] = endpoint.status
+        if endpoint.failure_reason:
+            st["failureReason"] = endpoint.failure_reason
+        if endpoint.url:
+            st["url"] = endpoint.url
+    out = StageOutcome(status=st)
+
+    # Record what the endpoint serves once it settles on the config we asked for.
+    serving_config = endpoint.config_name if endpoint else ""
+    settled = endpoint is not None and endpoint.status == "InService" and bool(serving_config)
+    if settled and serving_config == old.get("targetConfigName"):
+        if old.get("endpointConfigName") != serving_config:
+            out.events.append(
+                Event(
+                    "Normal",
+                    f"{stage.capitalize()}InService",
+                    f"{name} serves version {old.get('targetVersion')} ({serving_config})",
+                )
+            )
+        st["endpointConfigName"] = serving_config
+        st["version"] = old.get("targetVersion")
+
+    if target is None:
+        out.state = "serving" if endpoint and endpoint.status == "InService" else "absent"
+        return out
+
+    want = desired_config(name, target, instance_type, count, capture)
+    key = stall_key("deploy", stage, want)
+    action = DeployEndpoint(
+        stage=stage,
+        endpoint_name=name,
+        config_name=want,
+        model_name="",
+        version=target.version,
+        version_arn=target.arn,
+        image=target.image,
+        artifact=target.artifact,
+        instance_type=instance_type,
+        instance_count=count,
+        data_capture_percent=capture,
+        data_capture_destination=capture_destination,
+        update=endpoint is not None,
+    )
+
+    if endpoint is None:
+        out.actions.append(action)
+        out.state = "deploying"
+        out.message = f"creating {stage} endpoint {name} with version {target.version}"
+        st.update(targetConfigName=want, targetVersion=target.version)
+        return out
+
+    if endpoint.status in TRANSITIONAL_ENDPOINT_STATUSES:
+        out.state = "deploying"
+        out.message = f"{stage} endpoint {name} is {endpoint.status}"
+        return out
+
+    failed_create = endpoint.status == "Failed"
+    failed_update = (
+        endpoint.status == "InService"
+        and serving_config != want
+        and old.get("targetConfigName") == want
+        and bool(endpoint.failure_reason)
+    )
+    if failed_create or failed_update:
+        if old.get("targetConfigName") == want:
+            reason = endpoint.failure_reason or "no reason given"
+            held = _stalled_on(status, key, ctx.generation)
+            if held or (status.get("stalled") or {}).get("key") != key:
+                # First sight of this failure, or still the same spec: terminal for this input.
+                out.state = "stalled"
+                out.stall = held or {
+                    "key": key,
+                    "generation": ctx.generation,
+                    "reason": "DeploymentFailed",
+                    "message": f"{stage} deployment of version {target.version} failed: {reason}",
+                }
+                if not held:
+                    out.events.append(Event("Warning", "DeploymentFailed", out.stall["message"]))
+                out.message = out.stall["message"] + " (change the spec to retry)"
+                return out
+        # The spec changed since the failure: retry. A failed creation must be deleted first.
+        if failed_create:
+            out.actions.append(DeleteEndpoint(stage=stage, endpoint_name=name))
+            out.state = "deploying"
+            out.message = f"deleting failed {stage} endpoint {name} before retrying"
+            return out
+
+    if serving_config == want:
+        st.update(endpointConfigName=want, version=target.version)
+        out.state = "serving"
+        return out
+
+    out.actions.append(action)
+    out.state = "deploying"
+    out.message = f"updating {stage} endpoint {name} to version {target.version}"
+    st.update(targetConfigName=want, targetVersion=target.version)
+    if stage == "production" and old.get("version") not in (None, target.version):
+        st["previousVersion"] = old.get("version")
+    return out
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def invalid_spec(status: dict, message: str, ctx: Context) -> Plan:
+    """Status for a spec the operator cannot act on: stalled until the spec changes."""
+    new = dict(status)
+    new.update(observedGeneration=ctx.generation, phase="Failed", message=message)
+    new["stalled"] = {
+        "key": "spec",
+        "generation": ctx.generation,
+        "reason": "InvalidSpec",
+        "message": message,
+    }
+    new["conditions"] = merge_conditions(
+        status.get("conditions"),
+        {
+            "Ready": ("False", "InvalidSpec", message),
+            "Reconciling": ("False", "InvalidSpec", "waiting for a spec change"),
+            "Stalled": ("True", "InvalidSpec", message),
+        },
+        generation=ctx.generation,
+        now=ctx.now,
+    )
+    events = (
+        []
+        if _stalled_on(status, "spec", ctx.generation)
+        else [Event("Warning", "InvalidSpec", message)]
+    )
+    return Plan(actions=[], status=new, events=events, requeue_after=float("inf"))
+
+
+def plan(
+    spec: ModelDeploymentSpec,
+    status: dict,
+    observed: Observed,
+    ctx: Context,
+    timing: Timing = Timing(),
+) -> Plan:
+    actions: list[Action] = []
+    events: list[Event] = []
+    conds: dict[str, Cond] = {}
+    new: dict = {
+        k: v
+        for k, v in status.items()
+        if k in ("registration", "latestVersion", "staging", "production", "stalled")
+    }
+    new["observedGeneration"] = ctx.generation
+    new["modelPackageGroup"] = {
+        "name": spec.modelPackageGroup.name,
+        "arn": observed.group_arn or "",
+    }
+    stalled = status.get("stalled") or {}
+    if stalled.get("key") == "spec" or stalled.get("generation") != ctx.generation:
+        new.pop("stalled", None)  # the spec changed since: the stall no longer holds
+    if stalled.get("key") == "spec":
+        stalled = {}
+
+    def finish(phase: str, message: str, requeue: float) -> Plan:
+        new["phase"] = phase
+        new["message"] = message
+        for ctype in ("Ready", "Reconciling", "Stalled"):
+            conds.setdefault(ctype, ("False", phase, message))
+        new["conditions"] = merge_conditions(
+            status.get("conditions"), conds, generation=ctx.generation, now=ctx.now
+        )
+        if status.get("phase") != phase:
+            events.append(Event("Normal", phase, message))
+        return Plan(
+            actions=actions,
+            status=new,
+            events=events,
+            requeue_after=timing.act if actions else requeue,
+        )
+
+    def progressing(reason: str, message: str) -> None:
+        conds["Reconciling"] = ("True", reason, message)
+        conds["Stalled"] = ("False", reason, message)
+
+    def stall(reason: str, message: str) -> None:
+        conds["Stalled"] = ("True", reason, message)
+        conds["Reconciling"] = ("False", reason, message)
+
+    # 0. An action failed terminally for this generation: wait for a spec change.
+    if stalled.get("source") == "action" and stalled.get("generation") == ctx.generation:
+        msg = f"{stalled['message']} (change the spec to retry)"
+        conds["Ready"] = ("False", stalled["reason"], msg)
+        if stalled["reason"] == "RegistrationFailed":
+            conds["Registered"] = ("False", "RegistrationFailed", msg)
+        stall(stalled["reason"], msg)
+        return finish("Failed", msg, timing.resync)
+
+    # 1. The model package group.
+    if observed.group_arn is None:
+        actions.append(EnsureGroup(spec.modelPackageGroup.name, spec.modelPackageGroup.description))
+        msg = f"creating model package group {spec.modelPackageGroup.name}"
+        conds["Registered"] = ("False", "CreatingGroup", msg)
+        conds["Ready"] = ("False", "Registering", msg)
+        progressing("CreatingGroup", msg)
+        return finish("Registering", msg, timing.act)
+
+    # 2. Register spec.model when its artifact changed.
+    registration = status.get("registration") or {}
+    if spec.model and registration.get("artifact") != spec.model.artifact:
+        actions.append(RegisterVersion(spec.model.artifact))
+        msg = f"registering {spec.model.artifact} in {spec.modelPackageGroup.name}"
+        conds["Registered"] = ("False", "Registering", msg)
+        conds["Ready"] = ("False", "Registering", msg)
+        progressing("Registering", msg)
+        return finish("Registering", msg, timing.act)
+
+    latest = observed.latest
+    if latest is None:
+        msg = (
+            f"model package group {spec.modelPackageGroup.name} has no version yet: set "
+            "spec.model.artifact or register one with `modeldeploy register`"
+        )
+        conds["Registered"] = ("False", "NoModelVersion", msg)
+        conds["Ready"] = ("False", "NoModelVersion", msg)
+        return finish("Registering", msg, timing.resync)
+
+    new["latestVersion"] = {
+        "version": latest.version,
+        "arn": latest.arn,
+        "approvalStatus": latest.approval_status,
+        "metrics": dict(latest.metrics),
+    }
+    if latest.approval_description:
+        new["latestVersion"]["approvalDescription"] = latest.approval_description
+    conds["Registered"] = ("True", "Registered", f"version {latest.version} is registered")
+
+    # 3. Approval.
+    approval = spec.approval
+    gate = ""
+    if approval.policy == "Manual" and approval.approvedVersion is not None:
+        wanted = observed.version(approval.approvedVersion)
+        if wanted is None:
+            gate = (
+                f"spec.approval.approvedVersion {approval.approvedVersion} is not in "
+                f"{spec.modelPackageGroup.name} (latest is {latest.version})"
+            )
+        elif wanted.approval_status != APPROVED:
+            actions.append(
+                SetApproval(
+                    wanted.version,
+                    wanted.arn,
+                    APPROVED,
+                    f"approved by spec.approval.approvedVersion of "
+                    f"ModelDeployment {ctx.namespace}/{ctx.name}",
+                )
+            )
+    if latest.approval_status == PENDING and not actions:
+        if approval.policy == "Automatic":
+            passed, description = evaluate_rules(approval.rules, latest.metrics)
+            actions.append(
+                SetApproval(
+                    latest.version, latest.arn, APPROVED if passed else REJECTED, description
+                )
+            )
+        elif not gate:
+            gate = (
+                f"version {latest.version} awaits approval: set "
+                f"spec.approval.approvedVersion: {latest.version}"
+            )
+    if actions:
+        msg = f"updating approval of version {actions[-1].version}"  # type: ignore[union-attr]
+        conds["Approved"] = ("False", "Approving", msg)
+        conds["Ready"] = ("False", "Approving", msg)
+        progressing("Approving", msg)
+        return finish("PendingApproval", msg, timing.act)
+    if latest.approval_status == APPROVED:
+        conds["Approved"] = ("True", "Approved", f"version {latest.version} is approved")
+    elif latest.approval_status == REJECTED:
+        detail = latest.approval_description or "no description"
+        conds["Approved"] = ("False", "Rejected", f"version {latest.version} rejected: {detail}")
+    else:
+        conds["Approved"] = ("False", "AwaitingApproval", gate)
+
+    # 4. Staging serves the newest approved version.
+    candidate = newest_approved(observed)
+    sp = spec.staging
+    staging = _plan_stage(
+        "staging",
+        target=candidate,
+        instance_type=sp.instanceType,
+        count=sp.instanceCount,
+        capture=sp.dataCapturePercent,
+        capture_destination=sp.dataCaptureDestination,
+        old=status.get("staging") or {},
+        endpoint=observed.staging,
+        status=status,
+        ctx=ctx,
+    )
+    new["staging"] = staging.status
+    events += staging.events
+    actions += staging.actions
+
+    smoke, smoke_msg = "absent", ""
+    if candidate and staging.state == "serving":
+        smoke, smoke_msg = _smoke(spec, staging.status, candidate, ctx, actions)
+    smoke_ok = smoke == "passed"
+
+    # 5. Production serves the promoted version.
+    target, blocked, waiting = _production_target(spec, observed, candidate, smoke_ok, status)
+    pp = spec.production
+    production = _plan_stage(
+        "production",
+        target=target,
+        instance_type=pp.instanceType,
+        count=pp.instanceCount,
+        capture=0,
+        capture_destination=None,
+        old=status.get("production") or {},
+        endpoint=observed.production,
+        status=status,
+        ctx=ctx,
+    )
+    new["production"] = production.status
+    events += production.events
+    actions += production.actions
+
+    # 6. Conditions and phase, most urgent first.
+    stall_record = staging.stall or production.stall
+    if not stall_record and smoke == "failed":
+        stall_record = {
+            "key": stall_key("smoke", staging.status.get("endpointConfigName")),
+            "generation": ctx.generation,
+            "reason": "SmokeTestFailed",
+            "message": smoke_msg,
+        }
+        if (status.get("stalled") or {}).get("key") != stall_record["key"]:
+            events.append(Event("Warning", "SmokeTestFailed", smoke_msg))
+    if stall_record:
+        new["stalled"] = stall_record
+    else:
+        new.pop("stalled", None)
+
+    if candidate and smoke_ok:
+        conds["StagingReady"] = (
+            "True",
+            "SmokeTestPassed" if spec.staging.smokeTest else "InService",
+            f"staging serves version {candidate.version}" + (f"; {smoke_msg}" if smoke_msg else ""),
+        )
+    else:
+        reason = {"stalled": "DeploymentFailed", "deploying": "Deploying"}.get(staging.state)
+        reason = reason or {"failed": "SmokeTestFailed", "running": "Testing"}.get(smoke)
+        conds["StagingReady"] = (
+            "False",
+            reason or "NoApprovedVersion",
+            staging.message or smoke_msg or "no approved version to deploy",
+        )
+
+    serving_target = target is not None and production.state == "serving"
+    if serving_target and not blocked:
+        served = f"production serves version {target.version}"  # type: ignore[union-attr]
+        conds["ProductionReady"] = ("True", "InService", served)
+    else:
+        reason = {"stalled": "DeploymentFailed", "deploying": "Promoting"}.get(production.state)
+        conds["ProductionReady"] = (
+            "False",
+            reason or ("PromotionBlocked" if blocked else "AwaitingPromotion"),
+            production.message or blocked or waiting or "nothing promoted yet",
+        )
+
+    transitional = staging.state == "deploying" or production.state == "deploying"
+    requeue = timing.poll if transitional else timing.resync
+    if stall_record:
+        msg = stall_record["message"] + " (change the spec to retry)"
+        stall(stall_record["reason"], msg)
+        conds["Ready"] = ("False", stall_record["reason"], msg)
+        return finish("Failed", msg, requeue)
+
+    if staging.state == "deploying":
+        phase, reason, msg = "DeployingStaging", "DeployingStaging", staging.message
+    elif smoke == "running":
+        phase, reason, msg = "Testing", "Testing", smoke_msg
+    elif production.state == "deploying":
+        phase, reason, msg = "Promoting", "Promoting", production.message
+    elif latest.approval_status == PENDING:
+        phase, reason, msg = "PendingApproval", "AwaitingApproval", gate
+    elif latest.approval_status == REJECTED:
+        phase, reason, msg = "Rejected", "Rejected", conds["Approved"][2]
+    elif blocked or waiting or not serving_target:
+        phase, reason, msg = (
+            "AwaitingPromotion",
+            "AwaitingPromotion",
+            (blocked or waiting or conds["ProductionReady"][2]),
+        )
+    else:
+        phase, reason, msg = "Deployed", "Deployed", conds["ProductionReady"][2]
+    if phase in ("DeployingStaging", "Testing", "Promoting"):
+        progressing(phase, msg)
+
+    # Ready: production serves what the spec asks for. Automatic promotion asks for the newest
+    # approved version; Manual asks for promotedVersion.
+    wants_candidate = spec.production.promotion == "Automatic" and candidate is not None
+    done = serving_target and not blocked
+    if wants_candidate and target is not None and target.version != candidate.version:
+        done = False
+    if done:
+        extra = "" if phase == "Deployed" else f"; {msg}"
+        conds["Ready"] = ("True", "Deployed", conds["ProductionReady"][2] + extra)
+    else:
+        conds["Ready"] = ("False", reason, msg)
+        if phase == "Rejected" and not serving_target:
+            stall("Rejected", msg + "; waiting for a new version")
+    return finish(phase, msg, requeue)
+
+
+def _smoke(
+    spec: ModelDeploymentSpec,
+    staging_status: dict,
+    candidate: ModelVersion,
+    ctx: Context,
+    actions: list[Action],
+) -> tuple[Literal["passed", "running", "failed"], str]:
+    """Decide on the staging smoke test of the version staging now serves."""
+    test = spec.staging.smokeTest
+    if test is None:
+        return "passed", ""
+    config = staging_status.get("endpointConfigName", "")
+    last = staging_status.get("smokeTest") or {}
+    same_input = last.get("configName") == config and last.get("version") == candidate.version
+    if same_input and last.get("passed"):
+        return "passed", f"smoke test passed in {last.get('latencyMs')} ms"
+    if same_input and last.get("passed") is False and last.get("generation") == ctx.generation:
+        return "failed", f"smoke test of version {candidate.version} failed: {last.get('message')}"
+    actions.append(
+        SmokeTest(
+            endpoint_name=staging_status["endpointName"],
+            version=candidate.version,
+            config_name=config,
+            payload=test.payload,
+            content_type=test.contentType,
+            max_latency_ms=test.maxLatencyMs,
+        )
+    )
+    return "running", f"running the smoke test against version {candidate.version}"
+
+
+def _production_target(
+    spec: ModelDeploymentSpec,
+    observed: Observed,
+    candidate: ModelVersion | None,
+    smoke_ok: bool,
+    status: dict,
+) -> tuple[ModelVersion | None, str, str]:
+    """Which version production should serve.
+
+    Returns (target, blocked, waiting): `blocked` says why the spec's wish cannot be met yet,
+    `waiting` names a newer version a person may promote.
+    """
+    current = observed.version((status.get("production") or {}).get("version"))
+    prod = spec.production
+    if prod.promotion == "Automatic":
+        return (candidate if candidate and smoke_ok else current), "", ""
+    waiting = ""
+    if candidate and smoke_ok and prod.promotedVersion != candidate.version:
+        waiting = (
+            f"version {candidate.version} passed staging: set "
+            f"spec.production.promotedVersion: {candidate.version} to promote it"
+        )
+    if prod.promotedVersion is None:
+        return None, "", waiting
+    wanted = observed.version(prod.promotedVersion)
+    if wanted is None:
+        return current, f"spec.production.promotedVersion {prod.promotedVersion} does not exist", ""
+    if wanted.approval_status != APPROVED:
+        return (
+            current,
+            (
+                f"spec.production.promotedVersion {wanted.version} is {wanted.approval_status}, "
+                "not Approved"
+            ),
+            "",
+        )
+    if candidate and wanted.version == candidate.version and not smoke_ok:
+        return current, f"version {wanted.version} is promoted once it passes staging", ""
+    return wanted, "", waiting

@@ -1,0 +1,55 @@
+"""Deletion: honour spec.deletionPolicy before the finalizer lets the resource go.
+
+The model package group and its versions are never deleted: they are the registry's history
+and may be shared with other deployments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modeldeploy import naming
+from modeldeploy.providers import ProviderFactory
+from modeldeploy.providers.base import ProviderError, TransientError
+from modeldeploy.reconcile.planner import Event
+from modeldeploy.spec import SpecError, parse_spec
+
+
+@dataclass
+class CleanupResult:
+    done: bool
+    message: str
+    events: list[Event] = field(default_factory=list)
+
+
+def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    try:
+        spec = parse_spec(body.get("spec") or {}).with_default_provider(providers.default)
+        provider = providers.get(spec)
+    except SpecError as err:
+        # Nothing could have been deployed from this spec by this generation; let it go.
+        return CleanupResult(True, f"invalid spec, nothing to clean up: {err}")
+    if spec.deletionPolicy == "Retain":
+        return CleanupResult(
+            True,
+            "deletionPolicy Retain: endpoints are kept",
+            [Event("Normal", "Retained", "deletionPolicy Retain: remote endpoints are kept")],
+        )
+    pending, events = [], []
+    for stage in ("production", "staging"):
+        endpoint = naming.endpoint_name(namespace, name, stage)
+        try:
+            gone = provider.delete_endpoint(endpoint)
+        except TransientError as err:
+            return CleanupResult(False, f"deleting {endpoint}: {err}", events)
+        except ProviderError as err:
+            events.append(Event("Warning", "DeletionFailed", f"deleting {endpoint}: {err}"))
+            return CleanupResult(False, f"deleting {endpoint}: {err}", events)
+        if not gone:
+            pending.append(endpoint)
+    if pending:
+        return CleanupResult(False, f"waiting for {', '.join(pending)} to be deleted", events)
+    events.append(Event("Normal", "Deleted", "staging and production endpoints are deleted"))
+    return CleanupResult(True, "endpoints deleted", events)
