@@ -63,3 +63,26 @@ class DeleteEndpoint:
 Action = EnsureGroup | RegisterVersion | SetApproval | DeployEndpoint | SmokeTest | DeleteEndpoint
 
 MUTATING = (EnsureGroup, RegisterVersion, SetApproval, DeployEndpoint, DeleteEndpoint)
+
+
+def describe(action: Action) -> str:
+    """One line a person reads in `modeldeploy plan` and in Events."""
+    match action:
+        case EnsureGroup(name=name):
+            return f"create model package group {name}"
+        case RegisterVersion(artifact=artifact):
+            return f"register {artifact} as a new PendingManualApproval version"
+        case SetApproval(version=v, status=s, description=d):
+            return f"set version {v} to {s} ({d})"
+        case DeployEndpoint():
+            verb = "update" if action.update else "create"
+            return (
+                f"{verb} {action.stage} endpoint {action.endpoint_name} -> version "
+                f"{action.version} on {action.instance_count} x {action.instance_type} "
+                f"(config {action.config_name})"
+            )
+        case SmokeTest(endpoint_name=name, version=v, content_type=ct):
+            return f"smoke-test {name} (version {v}) with the spec's {ct} payload"
+        case DeleteEndpoint(endpoint_name=name):
+            return f"delete endpoint {name}"
+    return repr(action)

@@ -1,0 +1,133 @@
+"""The `modeldeploy` command: run the operator, train, register, preview a plan."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from modeldeploy import __version__
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    if args.default_provider:
+        os.environ["MODELDEPLOY_DEFAULT_PROVIDER"] = args.default_provider
+    import kopf
+
+    from modeldeploy import handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(message)s")
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or [],
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from modeldeploy.training.train import train
+
+    result = train(
+        Path(args.output),
+        framework_version=args.framework_version,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+    print(f"model:           {result.model_tar}")
+    print(f"evaluation:      {result.evaluation}")
+    print(f"held-out:        {metrics}")
+    print(f"written by:      xgboost {result.xgboost_version}")
+    print(f"serve it with:   frameworkVersion {result.framework_version}")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from modeldeploy.registration import register_local_files
+
+    arn = register_local_files(
+        group=args.group,
+        artifact=Path(args.artifact),
+        metrics=Path(args.metrics) if args.metrics else None,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        region=args.region,
+        framework_version=args.framework_version,
+        image=args.image,
+    )
+    print(arn)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from modeldeploy.preview import preview_file
+
+    return preview_file(Path(args.file), default_provider=args.default_provider)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy", description="GitOps delivery of bring-your-own XGBoost models."
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
+    run.add_argument("--default-provider", choices=["sagemaker", "local"])
+    run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=_run)
+
+    train = sub.add_parser("train", help="train the seed XGBoost model and package it")
+    train.add_argument("--output", "-o", required=True, help="directory to write into")
+    train.add_argument(
+        "--framework-version",
+        help="SageMaker XGBoost image to write for (default: the one matching this xgboost)",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress display")
+    train.set_defaults(func=_train)
+
+    reg = sub.add_parser("register", help="upload a model.tar.gz to S3 and register a version")
+    reg.add_argument("--group", required=True, help="model package group name")
+    reg.add_argument("--artifact", required=True, help="path to model.tar.gz")
+    reg.add_argument("--metrics", help="path to evaluation.json")
+    reg.add_argument("--bucket", required=True, help="S3 bucket to upload into")
+    reg.add_argument("--prefix", help="S3 key prefix (default: the group name)")
+    reg.add_argument("--region", help="default: AWS_REGION / AWS_DEFAULT_REGION")
+    image = reg.add_mutually_exclusive_group()
+    image.add_argument("--framework-version", help="first-party XGBoost image version")
+    image.add_argument("--image", help="explicit serving image URI")
+    reg.set_defaults(func=_register)
+
+    plan = sub.add_parser("plan", help="print what the operator would do; changes nothing")
+    plan.add_argument("-f", "--file", required=True, help="ModelDeployment YAML file")
+    plan.add_argument("--default-provider", choices=["sagemaker", "local"])
+    plan.set_defaults(func=_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a CLI prints one clear line, not a traceback
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"modeldeploy {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`modeldeploy plan`: what the operator's next pass would do, without doing it.
+
+Reads only: the same observe() the operator runs, then the pure planner. Meant for a pull
+request: run it against the manifest you are about to merge.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from modeldeploy.providers import ProviderFactory
+from modeldeploy.reconcile.actions import describe
+from modeldeploy.reconcile.planner import Context, plan
+from modeldeploy.spec import SpecError, parse_spec
+
+KIND = "ModelDeployment"
+
+
+def preview_file(path: Path, default_provider: str | None = None) -> int:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == KIND]
+    if not docs:
+        print(f"{path}: no {KIND} resources found")
+        return 1
+    providers = ProviderFactory(default=default_provider)
+    failed = 0
+    for doc in docs:
+        failed += preview(doc, providers)
+    return 1 if failed else 0
+
+
+def preview(doc: dict, providers: ProviderFactory) -> int:
+    meta = doc.get("metadata") or {}
+    namespace, name = meta.get("namespace", "default"), meta.get("name", "<unnamed>")
+    print(f"{KIND} {namespace}/{name}")
+    try:
+        spec = parse_spec(doc.get("spec") or {}).with_default_provider(providers.default)
+        provider = providers.get(spec)
+    except SpecError as err:
+        print(f"  invalid: {err}")
+        return 1
+    status = doc.get("status") or {}
+    observed = provider.observe(spec, status, namespace=namespace, name=name)
+    ctx = Context(namespace, name, int(meta.get("generation", 1)), datetime.now(UTC))
+    result = plan(spec, status, observed, ctx)
+    print(f"  provider:  {spec.provider}" + (f" ({spec.region})" if spec.region else ""))
+    latest = observed.latest
+    print(
+        "  remote:    "
+        + (f"group {observed.group_arn}" if observed.group_arn else "group does not exist yet")
+        + (f"; latest version {latest.version} {latest.approval_status}" if latest else "")
+    )
+    for stage, endpoint in (("staging", observed.staging), ("production", observed.production)):
+        if endpoint:
+            print(f"  {stage + ':':<10} {endpoint.name} {endpoint.status}")
+    if result.actions:
+        print("  next pass would:")
+        for n, action in enumerate(result.actions, 1):
+            print(f"    {n}. {describe(action)}")
+    else:
+        print("  next pass would change nothing")
+    print(f"  phase:     {result.status['phase']}: {result.status['message']}")
+    return 0
