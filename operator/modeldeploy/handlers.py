@@ -46,7 +46,7 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 
 
 def _plain(obj: object) -> dict:
-    return json.loads(json.dumps(obj))
+    return json.loads(json.dumps(obj, default=dict))  # kopf views are Mappings
 
 
 def status_patch(old: dict, new: dict) -> dict:

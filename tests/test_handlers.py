@@ -1,0 +1,193 @@
+"""The kopf handlers, called with real resource bodies, driving the sagemaker provider against
+the AWS emulator over HTTP. kopf's own Patch, Memo and event queue carry what the handlers
+produce; the test applies each status patch the way the API server would."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import kopf
+import pytest
+from kopf._core.engines import posting
+
+from modeldeploy import handlers, naming
+from modeldeploy.providers import ProviderFactory
+from modeldeploy.reconcile.conditions import condition
+
+MUTATING = ("Create", "Update", "Delete", "Put", "Add", "Stop", "Start")
+
+
+class Resource:
+    """A ModelDeployment as the API server would hold it, passed through the handlers."""
+
+    def __init__(self, spec: dict, name: str = "churn", namespace: str = "ml"):
+        self.raw = {
+            "apiVersion": "mlops.modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 1},
+            "spec": spec,
+        }
+        self.memo = kopf.Memo()
+        self.events: list[posting.K8sEvent] = []
+
+    @property
+    def status(self) -> dict:
+        return self.raw.get("status", {})
+
+    def edit_spec(self, change) -> None:
+        change(self.raw["spec"])
+        self.raw["metadata"]["generation"] += 1
+
+    def call(self, handler) -> kopf.Patch:
+        patch = kopf.Patch()
+
+        async def run() -> None:
+            queue: asyncio.Queue = asyncio.Queue()
+            posting.settings_var.set(kopf.OperatorSettings())
+            posting.event_queue_var.set(queue)
+            posting.event_queue_loop_var.set(asyncio.get_running_loop())
+            await handler(body=kopf.Body(copy.deepcopy(self.raw)), patch=patch, memo=self.memo)
+            while not queue.empty():
+                self.events.append(queue.get_nowait())
+
+        asyncio.run(run())
+        status = self.raw.setdefault("status", {})
+        for key, value in (patch.get("status") or {}).items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = value
+        return patch
+
+    def reconcile_until(self, phase: str, limit: int = 12) -> list[str]:
+        seen = []
+        for _ in range(limit):
+            self.call(handlers.reconcile)
+            seen.append(self.status["phase"])
+            if self.status["phase"] == phase:
+                return seen
+        raise AssertionError(f"never reached {phase}: {seen}; {self.status.get('message')}")
+
+    def condition(self, ctype: str) -> tuple[str, str]:
+        c = condition(self.status["conditions"], ctype)
+        return c["status"], c["reason"]
+
+
+@pytest.fixture
+def providers(aws_env, monkeypatch) -> ProviderFactory:
+    factory = ProviderFactory(default="sagemaker")
+    monkeypatch.setattr(handlers, "PROVIDERS", factory)
+    return factory
+
+
+@pytest.fixture
+def resource(providers, model_artifact, role_arn, upload) -> Resource:
+    metrics = upload("churn/1/evaluation.json", b'{"auc": 0.98, "accuracy": 0.95}')
+    return Resource(
+        {
+            "provider": "sagemaker",
+            "region": "us-east-1",
+            "roleArn": role_arn,
+            "modelPackageGroup": {"name": "churn-xgboost"},
+            "model": {"artifact": model_artifact, "frameworkVersion": "3.2-0", "metrics": metrics},
+            "approval": {"policy": "Manual"},
+            "staging": {"smokeTest": {"payload": "0.1,0.2,0.3,0.4", "maxLatencyMs": 5000}},
+            "production": {"promotion": "Manual"},
+        }
+    )
+
+
+def count_calls(providers: ProviderFactory, spec: dict) -> list[str]:
+    """Record every SageMaker API operation the provider's own client makes from now on."""
+    from modeldeploy.spec import parse_spec
+
+    calls: list[str] = []
+    provider = providers.get(parse_spec(spec))
+    provider.sm.meta.events.register(
+        "before-call.sagemaker.*", lambda model, **_: calls.append(model.name)
+    )
+    return calls
+
+
+def test_pipeline_from_registration_to_production(resource, providers, invoke_results):
+    seen = resource.reconcile_until("PendingApproval")
+    assert seen[0] == "Registering"
+    assert resource.status["latestVersion"]["version"] == 1
+    assert resource.status["latestVersion"]["approvalStatus"] == "PendingManualApproval"
+    assert resource.condition("Ready") == ("False", "AwaitingApproval")
+    assert resource.status["observedGeneration"] == 1
+
+    # Approval as code: a spec change acts at once.
+    resource.edit_spec(lambda s: s["approval"].update(approvedVersion=1))
+    invoke_results([{"Body": "0.73\n", "ContentType": "text/csv"}])
+    resource.reconcile_until("AwaitingPromotion")
+    staging = resource.status["staging"]
+    assert staging["version"] == 1 and staging["endpointStatus"] == "InService"
+    assert staging["endpointName"] == naming.endpoint_name("ml", "churn", "staging")
+    assert staging["smokeTest"]["passed"] is True
+    assert resource.condition("StagingReady") == ("True", "SmokeTestPassed")
+    assert resource.condition("Ready") == ("False", "AwaitingPromotion")
+
+    resource.edit_spec(lambda s: s["production"].update(promotedVersion=1))
+    resource.reconcile_until("Deployed")
+    assert resource.status["production"]["version"] == 1
+    assert resource.condition("Ready") == ("True", "Deployed")
+    assert resource.status["observedGeneration"] == 3
+    reasons = [e.reason for e in resource.events]
+    for expected in ("GroupReady", "Registered", "Approved", "DeployingStaging", "Promoting"):
+        assert expected in reasons
+
+    # Steady resync: no mutating call, at most two reads, and no status change.
+    before = copy.deepcopy(resource.status)
+    calls = count_calls(providers, resource.raw["spec"])
+    patch = resource.call(handlers.reconcile)
+    assert [c for c in calls if c.startswith(MUTATING)] == []
+    assert len(calls) <= 2, calls
+    assert not patch.get("status")
+    assert resource.status == before
+
+
+def test_invalid_spec_is_reported_and_stalls(providers):
+    res = Resource({"modelPackageGroup": {"name": "churn"}, "approval": {"policy": "Automatic"}})
+    res.call(handlers.reconcile)
+    assert res.status["phase"] == "Failed"
+    assert res.condition("Stalled") == ("True", "InvalidSpec")
+    assert "spec.approval" in res.status["message"]
+    assert [e.reason for e in res.events] == ["InvalidSpec"]
+    res.call(handlers.reconcile)  # the same generation: no second Event
+    assert [e.reason for e in res.events] == ["InvalidSpec"]
+
+
+def test_incompatible_artifact_stalls_until_the_spec_changes(resource, providers):
+    resource.raw["spec"]["model"]["frameworkVersion"] = "1.7-1"
+    resource.reconcile_until("Failed")
+    assert resource.condition("Stalled") == ("True", "RegistrationFailed")
+    message = resource.status["message"]
+    assert "1.7" in message and "3.2" in message
+    calls = count_calls(providers, resource.raw["spec"])
+    resource.call(handlers.reconcile)
+    assert not [c for c in calls if c.startswith(MUTATING)]  # no retry of the same input
+    resource.edit_spec(lambda s: s["model"].update(frameworkVersion="3.2-0"))
+    resource.reconcile_until("PendingApproval")
+
+
+def test_delete_honours_deletion_policy(resource, providers, invoke_results, sagemaker_client):
+    resource.raw["spec"]["approval"]["approvedVersion"] = 1
+    resource.raw["spec"]["staging"].pop("smokeTest")
+    resource.reconcile_until("AwaitingPromotion")
+    endpoint = resource.status["staging"]["endpointName"]
+
+    retained = copy.deepcopy(resource)
+    retained.raw["spec"]["deletionPolicy"] = "Retain"
+    retained.call(handlers.delete)
+    assert sagemaker_client.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
+
+    for _ in range(5):
+        try:
+            resource.call(handlers.delete)
+            break
+        except kopf.TemporaryError:
+            continue
+    names = [e["EndpointName"] for e in sagemaker_client.list_endpoints()["Endpoints"]]
+    assert endpoint not in names
