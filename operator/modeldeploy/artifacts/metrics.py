@@ -1,0 +1,53 @@
+"""Model metrics: read an evaluation document, write one in SageMaker's model-quality form.
+
+Accepted inputs: a flat map `{"auc": 0.97}`, or SageMaker's model-quality JSON (what
+`ModelMetrics.ModelQuality.Statistics` points at), whose sections end in `_metrics`:
+`{"binary_classification_metrics": {"auc": {"value": 0.97, "standard_deviation": "NaN"}}}`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SECTION = "binary_classification_metrics"
+
+
+def _number(name: str, value: Any) -> float:
+    # bool is an int subclass; `true` is not a metric value.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"metric {name!r}: value {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"metric {name!r}: value {value!r} is not finite")
+    return number
+
+
+def parse_metrics(doc: dict) -> dict[str, float]:
+    """Metric name -> value from either accepted form. Raises ValueError on anything else."""
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError("metrics document must be a non-empty JSON object")
+    sections = {k: v for k, v in doc.items() if isinstance(k, str) and k.endswith("_metrics")}
+    if not sections:
+        return {str(name): _number(str(name), value) for name, value in doc.items()}
+    out: dict[str, float] = {}
+    for section, body in sections.items():
+        if not isinstance(body, dict):
+            raise ValueError(f"metrics section {section!r} must be an object")
+        for name, entry in body.items():
+            if not isinstance(entry, dict) or "value" not in entry:
+                raise ValueError(f"metric {section}.{name} must be an object with a 'value'")
+            if name in out:
+                raise ValueError(f"metric {name!r} appears in more than one section")
+            out[name] = _number(name, entry["value"])
+    return out
+
+
+def evaluation_document(metrics: dict[str, float]) -> dict:
+    """SageMaker's model-quality form of `metrics` (what `modeldeploy train` writes)."""
+    return {
+        SECTION: {
+            name: {"value": _number(name, value), "standard_deviation": "NaN"}
+            for name, value in metrics.items()
+        }
+    }
