@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 GROUP_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
-ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]+$"
-REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@\-/]+$"
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$"
 ARTIFACT_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|file://.+)$"
-FRAMEWORK_VERSION_PATTERN = r"^\d+\.\d+-\d+$"
+FRAMEWORK_VERSION_PATTERN = r"^[0-9]+\.[0-9]+-[0-9]+$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 
@@ -28,7 +28,9 @@ ContentType = Literal["text/csv", "text/libsvm"]
 
 class _Model(BaseModel):
     # Unknown fields are an error: a typo in git must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # strict: "7" is not a version, as the API server would also say. Patterns are ASCII-only
+    # ([0-9], not \d) because the API server's regex engine reads \d and \w as ASCII.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
 
 class ModelPackageGroupSpec(_Model):
