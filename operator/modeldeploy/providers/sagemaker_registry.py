@@ -1,0 +1,349 @@
+"""SageMaker Model Registry side of the sagemaker provider: groups, versions, approval.
+
+Also home of the boto3 error translation shared with the hosting side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+)
+
+from modeldeploy.artifacts import compat
+from modeldeploy.artifacts.inspect import inspect_model_bytes
+from modeldeploy.artifacts.metrics import parse_metrics
+from modeldeploy.artifacts.package import read_model_member, sha256_file
+from modeldeploy.providers.base import TerminalError, TransientError
+from modeldeploy.remote import PENDING, ModelVersion
+from modeldeploy.spec import ModelDeploymentSpec
+
+log = logging.getLogger(__name__)
+
+DIGEST_KEY = "modeldeploy.dev/artifact-sha256"
+FRAMEWORK_KEY = "modeldeploy.dev/framework-version"
+WRITER_KEY = "modeldeploy.dev/xgboost-version"
+METRIC_PREFIX = "metric."
+# CustomerMetadataProperties holds at most 50 entries; keep room for our own keys.
+MAX_METRICS = 45
+# Versions searched for an already registered artifact (each costs a DescribeModelPackage).
+IDEMPOTENCY_WINDOW = 10
+MAX_METRICS_FILE = 1 << 20
+MAX_ARTIFACT = 2 << 30
+CONTENT_TYPES = ["text/csv", "text/libsvm"]
+RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
+
+_TRANSIENT_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalError",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "SlowDown",
+}
+_NOT_FOUND = re.compile(r"could not find|does not exist|not found", re.IGNORECASE)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def is_not_found(err: ClientError) -> bool:
+    """SageMaker reports most missing resources as ValidationException "Could not find ..."."""
+    code = error_code(err)
+    if code in ("ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "404"):
+        return True
+    return code == "ValidationException" and bool(_NOT_FOUND.search(_message(err)))
+
+
+def _message(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Message", "")) or str(err)
+
+
+def translate(err: Exception, what: str) -> Exception:
+    """Map a botocore error to TransientError (retry) or TerminalError (stall), keeping AWS's
+    own message so the user sees what SageMaker said."""
+    if isinstance(err, ClientError):
+        code = error_code(err)
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        text = f"{what}: {code or status}: {_message(err)}"
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientError(text)
+        return TerminalError(text)
+    if isinstance(err, ConnectionError | HTTPClientError):
+        return TransientError(f"{what}: {err}")
+    return TerminalError(f"{what}: {err}")
+
+
+@contextmanager
+def aws(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as err:
+        raise translate(err, what) from err
+
+
+def call_or_none(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a Describe*/Get*; None when the resource does not exist."""
+    try:
+        return fn(**kwargs)
+    except ClientError as err:
+        if is_not_found(err):
+            return None
+        raise translate(err, what) from err
+    except BotoCoreError as err:
+        raise translate(err, what) from err
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    match = re.match(r"^s3://([^/]+)/(.+)$", uri)
+    if not match:
+        raise TerminalError(f"{uri!r} is not an s3://bucket/key URI")
+    return match.group(1), match.group(2)
+
+
+def version_number(arn: str) -> int:
+    return int(arn.rsplit("/", 1)[1])
+
+
+def _metadata_key(metric: str) -> str:
+    # CustomerMetadataProperties keys allow letters, digits, spaces and _.:/=+-@ only.
+    return (METRIC_PREFIX + re.sub(r"[^\w.:/=+\-@ ]", "_", metric))[:128]
+
+
+def metrics_from_metadata(props: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in props.items():
+        if key.startswith(METRIC_PREFIX):
+            try:
+                out[key[len(METRIC_PREFIX) :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+class Registry:
+    """Model package groups and versions."""
+
+    def __init__(self, sm: Any, s3: Any, region: str) -> None:
+        self.sm = sm
+        self.s3 = s3
+        self.region = region
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    def group_arn(self, group: str) -> str | None:
+        found = call_or_none(
+            f"DescribeModelPackageGroup {group}",
+            self.sm.describe_model_package_group,
+            ModelPackageGroupName=group,
+        )
+        return found["ModelPackageGroupArn"] if found else None
+
+    def ensure_group(self, spec: ModelDeploymentSpec) -> str:
+        group = spec.modelPackageGroup.name
+        arn = self.group_arn(group)
+        if arn:
+            return arn
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": group}
+        if spec.modelPackageGroup.description:
+            kwargs["ModelPackageGroupDescription"] = spec.modelPackageGroup.description
+        try:
+            return self.sm.create_model_package_group(**kwargs)["ModelPackageGroupArn"]
+        except ClientError as err:
+            # Created concurrently since our describe: SageMaker says it already exists.
+            if "already exists" in _message(err).lower() and (arn := self.group_arn(group)):
+                return arn
+            raise translate(err, f"CreateModelPackageGroup {group}") from err
+        except BotoCoreError as err:
+            raise translate(err, f"CreateModelPackageGroup {group}") from err
+
+    # -- versions ---------------------------------------------------------------------------------
+
+    def list_versions(self, group: str, limit: int) -> list[dict]:
+        """Newest first. A missing group lists as empty (as on SageMaker)."""
+        with aws(f"ListModelPackages {group}"):
+            page = self.sm.list_model_packages(
+                ModelPackageGroupName=group,
+                SortBy="CreationTime",
+                SortOrder="Descending",
+                MaxResults=limit,
+            )
+        summaries = page.get("ModelPackageSummaryList", [])
+        # Sort again: the newest version drives the pipeline, so do not trust one server's order.
+        return sorted(summaries, key=lambda s: s.get("ModelPackageVersion", 0), reverse=True)
+
+    def describe(self, arn: str) -> dict | None:
+        # By ARN: the emulator resolves nothing else, and ARNs are what we store.
+        return call_or_none(
+            f"DescribeModelPackage {arn}", self.sm.describe_model_package, ModelPackageName=arn
+        )
+
+    def describe_version(self, arn: str, *, read_metrics_file: bool = True) -> ModelVersion | None:
+        desc = self.describe(arn)
+        return self.to_version(desc, read_metrics_file=read_metrics_file) if desc else None
+
+    def to_version(self, desc: dict, *, read_metrics_file: bool = True) -> ModelVersion:
+        containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        props = desc.get("CustomerMetadataProperties") or {}
+        metrics = metrics_from_metadata(props)
+        stats = ((desc.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics")
+        if not metrics and read_metrics_file and stats and stats.get("S3Uri"):
+            # Registered by someone else (a training pipeline): read its evaluation report.
+            metrics = self.read_metrics(stats["S3Uri"])
+        return ModelVersion(
+            version=int(desc.get("ModelPackageVersion") or version_number(desc["ModelPackageArn"])),
+            arn=desc["ModelPackageArn"],
+            approval_status=desc.get("ModelApprovalStatus", PENDING),
+            image=containers[0].get("Image", ""),
+            artifact=containers[0].get("ModelDataUrl", ""),
+            metrics=metrics,
+            artifact_digest=props.get(DIGEST_KEY, ""),
+            approval_description=desc.get("ApprovalDescription", ""),
+        )
+
+    def read_metrics(self, uri: str) -> dict[str, float]:
+        bucket, key = split_s3(uri)
+        with aws(f"GetObject {uri}"):
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+            if int(obj.get("ContentLength") or 0) > MAX_METRICS_FILE:
+                raise TerminalError(f"{uri}: metrics file is over {MAX_METRICS_FILE} bytes")
+            raw = obj["Body"].read(MAX_METRICS_FILE + 1)
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("expected a JSON object")
+            return parse_metrics(doc)
+        except ValueError as err:
+            raise TerminalError(f"{uri}: unreadable metrics file: {err}") from err
+
+    def _download(self, uri: str, dest: Path) -> None:
+        bucket, key = split_s3(uri)
+        with aws(f"GetObject {uri}"):
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+            if int(obj.get("ContentLength") or 0) > MAX_ARTIFACT:
+                raise TerminalError(f"{uri}: artifact is over {MAX_ARTIFACT} bytes")
+            with open(dest, "wb") as f:
+                shutil.copyfileobj(obj["Body"], f, 1 << 20)
+
+    def find_registered(self, group: str, digest: str, image: str) -> ModelVersion | None:
+        """A recent version holding the same artifact bytes for the same image, if any."""
+        for summary in self.list_versions(group, IDEMPOTENCY_WINDOW):
+            desc = self.describe(summary["ModelPackageArn"])
+            if not desc:
+                continue
+            version = self.to_version(desc, read_metrics_file=False)
+            if version.artifact_digest == digest and version.image == image:
+                return version
+        return None
+
+    def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
+        model = spec.model
+        if model is None:
+            raise TerminalError("spec.model is not set: there is no artifact to register")
+        group = spec.modelPackageGroup.name
+        with tempfile.TemporaryDirectory(prefix="modeldeploy-") as tmp:
+            tar = Path(tmp) / "model.tar.gz"
+            self._download(model.artifact, tar)
+            digest = sha256_file(tar)
+            try:
+                info = inspect_model_bytes(read_model_member(tar))
+                framework = compat.check_info(info, model.frameworkVersion, model.image)
+                image = model.image or compat.image_uri(self.region, framework)
+            except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
+                # Name the artifact the user gave, not our temporary copy of it.
+                message = str(err).replace(str(tar), model.artifact)
+                raise TerminalError(f"{model.artifact}: {message}") from err
+        if model.image and not framework:
+            log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
+
+        existing = self.find_registered(group, digest, image)
+        if existing:
+            return existing
+
+        if isinstance(model.metrics, str):
+            if not model.metrics.startswith("s3://"):
+                raise TerminalError("spec.model.metrics must be an s3:// URI or an inline map")
+            metrics = self.read_metrics(model.metrics)
+        else:
+            metrics = dict(model.metrics or {})
+        props = {DIGEST_KEY: digest, WRITER_KEY: info.version_str}
+        if framework:
+            props[FRAMEWORK_KEY] = framework
+        for metric in sorted(metrics)[:MAX_METRICS]:
+            props[_metadata_key(metric)] = repr(float(metrics[metric]))
+        instance_types = sorted({spec.staging.instanceType, spec.production.instanceType})
+        kwargs: dict[str, Any] = {
+            "ModelPackageGroupName": group,
+            "ModelPackageDescription": f"{model.artifact} (sha256 {digest[:12]})",
+            "InferenceSpecification": {
+                "Containers": [{"Image": image, "ModelDataUrl": model.artifact}],
+                "SupportedContentTypes": CONTENT_TYPES,
+                "SupportedResponseMIMETypes": RESPONSE_TYPES,
+                "SupportedRealtimeInferenceInstanceTypes": instance_types,
+            },
+            # Explicit: SageMaker's default depends on the API caller; never leave it implicit.
+            "ModelApprovalStatus": PENDING,
+            # SageMaker's own idempotency: a retried create with this token returns the same ARN.
+            "ClientToken": "md-" + hashlib.sha256(f"{digest}|{image}".encode()).hexdigest()[:32],
+            "CustomerMetadataProperties": props,
+        }
+        if isinstance(model.metrics, str):
+            kwargs["ModelMetrics"] = {
+                "ModelQuality": {
+                    "Statistics": {"ContentType": "application/json", "S3Uri": model.metrics}
+                }
+            }
+        with aws(f"CreateModelPackage in {group}"):
+            arn = self.sm.create_model_package(**kwargs)["ModelPackageArn"]
+        return ModelVersion(
+            version=version_number(arn),
+            arn=arn,
+            approval_status=PENDING,
+            image=image,
+            artifact=model.artifact,
+            metrics=metrics,
+            artifact_digest=digest,
+        )
+
+    def set_approval(self, version_arn: str, status: str, description: str) -> None:
+        desc = self.describe(version_arn)
+        if desc is None:
+            raise TerminalError(f"model package {version_arn} does not exist")
+        kwargs: dict[str, Any] = {
+            "ModelPackageArn": version_arn,
+            "ModelApprovalStatus": status,
+            "ApprovalDescription": description[:1024],
+        }
+        # SageMaker keeps CustomerMetadataProperties when an update omits them; the emulator
+        # wipes them. Passing them back unchanged is right for both.
+        if desc.get("CustomerMetadataProperties"):
+            kwargs["CustomerMetadataProperties"] = desc["CustomerMetadataProperties"]
+        with aws(f"UpdateModelPackage {version_arn}"):
+            self.sm.update_model_package(**kwargs)
