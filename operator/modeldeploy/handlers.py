@@ -65,8 +65,9 @@ async def run_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     lock = memo.setdefault("lock", asyncio.Lock())
     async with lock:
         resource = _plain(body)
-        # The status we wrote last is newer than a body whose watch event has not arrived yet.
-        if "status" in memo and memo.get("generation") == resource["metadata"].get("generation"):
+        # Only this operator writes the status, and the one it wrote last may be newer than a
+        # body whose watch event has not arrived yet (a restart starts from the body's).
+        if "status" in memo:
             resource["status"] = memo["status"]
         old = resource.get("status") or {}
         result = await asyncio.to_thread(
@@ -77,7 +78,7 @@ async def run_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             failures=memo.get("failures", 0),
         )
         memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
-        memo["status"], memo["generation"] = result.status, resource["metadata"].get("generation")
+        memo["status"] = result.status
         memo["next_due"] = asyncio.get_running_loop().time() + result.requeue_after
         for key, value in status_patch(old, result.status).items():
             patch.status[key] = value
