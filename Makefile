@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean
+.PHONY: install test lint fmt clean controlplane helm
 
 install: $(VENV)/.installed
 
@@ -13,7 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: install lint
+# kube-apiserver, etcd and kubectl, built from the Go module proxy (cold: ~8 min on 2 cores);
+# before pytest, because a cold build is longer than any test timeout.
+controlplane:
+	hack/build-controlplane.sh >/dev/null
+
+# helm v3, built from the Go module proxy, for the chart's lint and render tests.
+helm:
+	hack/build-helm.sh >/dev/null
+
+test: install lint controlplane helm
 	$(BIN)/pytest -q -ra
 
 lint: install

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from modeldeploy import __version__
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
-    import os
 
     if args.default_provider:
         os.environ["MODELDEPLOY_DEFAULT_PROVIDER"] = args.default_provider
@@ -73,6 +73,12 @@ def _plan(args: argparse.Namespace) -> int:
     return preview_file(Path(args.file), default_provider=args.default_provider)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from modeldeploy.cluster.controlplane import cluster_command
+
+    return cluster_command(args.action, Path(args.state_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modeldeploy", description="GitOps delivery of bring-your-own XGBoost models."
@@ -113,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-f", "--file", required=True, help="ModelDeployment YAML file")
     plan.add_argument("--default-provider", choices=["sagemaker", "local"])
     plan.set_defaults(func=_plan)
+
+    cluster = sub.add_parser(
+        "cluster", help="a local control plane (etcd + kube-apiserver) for tests and demos"
+    )
+    cluster.add_argument("action", choices=["up", "down", "status", "kubeconfig", "purge"])
+    cluster.add_argument(
+        "--state-dir",
+        default=os.environ.get("MODELDEPLOY_CLUSTER_DIR", ".cache/cluster"),
+        help="certificates, etcd data, logs (default: .cache/cluster)",
+    )
+    cluster.set_defaults(func=_cluster)
     return parser
 
 

@@ -1,0 +1,37 @@
+# The modeldeploy operator image: `docker build -t modeldeploy:0.1.0 .`
+#
+# Two stages on the same pinned base: the builder turns the source into a wheel and installs it
+# with its runtime dependencies (no dev extras) into a virtualenv; the final stage copies only that
+# virtualenv, so no source tree, pip cache or build tool ships. Every runtime dependency ships as
+# a binary wheel (xgboost-cpu and scikit-learn bundle their own OpenMP), so no compiler is needed
+# in either stage.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/modeldeploy
+COPY pyproject.toml ./
+COPY operator/ operator/
+COPY training/ training/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && /opt/modeldeploy/bin/pip install --no-cache-dir /wheels/modeldeploy-*.whl \
+    && /opt/modeldeploy/bin/pip uninstall --yes pip
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="modeldeploy" \
+      org.opencontainers.image.description="GitOps delivery of bring-your-own XGBoost models to SageMaker" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# The root filesystem is read-only in the cluster (pip compiled the bytecode at install time);
+# HOME points at the writable /tmp the manifests mount.
+ENV PATH=/opt/modeldeploy/bin:$PATH \
+    HOME=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=builder /opt/modeldeploy /opt/modeldeploy
+# A fixed non-root uid/gid (the "nonroot" convention), matching the manifests' runAsUser.
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 8080
+ENTRYPOINT ["modeldeploy", "run"]
+CMD ["--liveness=http://0.0.0.0:8080/healthz"]

@@ -1,0 +1,15 @@
+"""A local Kubernetes control plane (etcd + kube-apiserver) for tests and `modeldeploy cluster`."""
+
+from .binaries import Binaries, BinariesError, ensure_binaries
+from .controlplane import ControlPlane, ControlPlaneError, cluster_command
+from .pki import ClusterPKI
+
+__all__ = [
+    "Binaries",
+    "BinariesError",
+    "ClusterPKI",
+    "ControlPlane",
+    "ControlPlaneError",
+    "cluster_command",
+    "ensure_binaries",
+]

@@ -1,0 +1,527 @@
+"""A local Kubernetes control plane: etcd + kube-apiserver on loopback, as envtest runs them.
+
+There is no kubelet, scheduler or controller-manager: objects are stored and validated, RBAC and
+admission apply, but nothing runs pods, garbage-collects owned objects or finishes namespace
+deletion. That is all an operator needs to be tested against the real API.
+
+Everything lives in `state_dir`: pki/, etcd-data/, the logs (etcd.log, kube-apiserver.log),
+state.json (pids and ports) and the admin kubeconfig. The processes run in their own session so
+they outlive the command that started them; `up` reuses them while they run, `down` stops them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .binaries import Binaries, BinariesError, ensure_binaries
+from .pki import CertPair, ClusterPKI
+
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# A constant issuer (not the URL with its port) keeps tokens valid when the port changes.
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CLUSTER_NAME = "modeldeploy-local"
+LOOPBACK = "127.0.0.1"
+STOP_GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+# Processes started by this Python process, by pid (see ControlPlane._spawn).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _free_ports(n: int) -> list[int]:
+    # Hold all sockets open until every port is chosen so the n ports are distinct.
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status (no-op for processes that are not our children)."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:  # through Popen, so it knows the process is gone
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def process_alive(pid: int, argv0: str | None = None) -> bool:
+    """True if `pid` runs (not a zombie) and, given `argv0`, is that program (pids get reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state letter follows the parenthesised command name, which may itself contain spaces.
+    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+        _reap(pid)
+        return False
+    return argv0 is None or cmdline.split(b"\0", 1)[0].decode(errors="replace") == argv0
+
+
+def _stop(pid: int, argv0: str) -> None:
+    if not process_alive(pid, argv0):
+        return
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.05)
+    raise ControlPlaneError(f"process {pid} ({argv0}) did not exit after SIGKILL")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGTERM it when the parent thread exits.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class ControlPlane:
+    """etcd + kube-apiserver for one state directory.
+
+    `binaries` defaults to the output of hack/build-controlplane.sh (built on first `up`).
+    `detach=False` ties the processes to the calling thread's lifetime (PR_SET_PDEATHSIG), so a
+    crashed test run leaves nothing behind; the CLI keeps the default so the cluster outlives it.
+    """
+
+    def __init__(
+        self, state_dir: Path, binaries: Binaries | None = None, *, detach: bool = True
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self._binaries = binaries
+        self._detach = detach
+        self.pki = ClusterPKI(self.state_dir / "pki")
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / f"{name}.log"
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self._state_file)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Serialises up/down across processes sharing a state dir (two terminals, test workers).
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _running(entry: dict[str, Any] | None) -> bool:
+        return bool(entry) and process_alive(entry["pid"], entry["argv0"])
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self, timeout: float = 120.0) -> Path:
+        """Start what is not running (or reuse what is), wait for /readyz; the admin kubeconfig."""
+        with self._locked():
+            self.pki.ensure()
+            state = self._read_state()
+            etcd, api = state.get("etcd"), state.get("apiserver")
+            if self._running(etcd) and self._running(api):
+                self._wait_ready(api, timeout)
+                self._write_kubeconfig(api["port"])
+                return self.kubeconfig_path
+            if self._running(api):  # an API server without its etcd is of no use
+                _stop(api["pid"], api["argv0"])
+            binaries = self._binaries or ensure_binaries()
+            deadline = time.monotonic() + timeout
+            attempts = 3  # a chosen free port can be taken before the server binds it
+            for attempt in range(1, attempts + 1):
+                try:
+                    if not self._running(etcd):
+                        etcd = self._start_etcd(binaries, (etcd or {}) if attempt == 1 else {})
+                        state["etcd"] = etcd
+                        self._write_state(state)
+                        self._wait_etcd(etcd, deadline)
+                    api = self._start_apiserver(binaries, etcd, (api or {}) if attempt == 1 else {})
+                    state["apiserver"] = api
+                    self._write_state(state)
+                    self._wait_ready(api, max(1.0, deadline - time.monotonic()))
+                    break
+                except _ExitedEarly:
+                    if attempt == attempts:
+                        raise
+            self._write_kubeconfig(api["port"])
+            return self.kubeconfig_path
+
+    def down(self, purge: bool = False) -> bool:
+        """Stop both processes (API server first); True if anything was running.
+
+        `purge` also deletes the state directory (certificates, data, logs).
+        """
+        if not self.state_dir.is_dir():
+            return False
+        with self._locked():
+            state = self._read_state()
+            was_running = False
+            for name in ("apiserver", "etcd"):
+                entry = state.pop(name, None)
+                if entry and process_alive(entry["pid"], entry["argv0"]):
+                    was_running = True
+                    _stop(entry["pid"], entry["argv0"])
+                self._write_state(state)
+        if purge:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return was_running
+
+    def status(self) -> dict[str, Any]:
+        state = self._read_state()
+        etcd, api = state.get("etcd"), state.get("apiserver")
+        out: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "kubeconfig": str(self.kubeconfig_path),
+            "running": False,
+            "ready": False,
+            "etcd": None,
+            "apiserver": None,
+        }
+        if etcd:
+            alive = self._running(etcd)
+            version = self._get_json(f"{etcd['url']}/version") if alive else None
+            out["etcd"] = {
+                "pid": etcd["pid"],
+                "alive": alive,
+                "url": etcd["url"],
+                "version": (version or {}).get("etcdserver"),
+            }
+        if api:
+            alive = self._running(api)
+            ready = alive and self._readyz(api)
+            version = self._get_json(f"{api['url']}/version") if ready else None
+            out["apiserver"] = {
+                "pid": api["pid"],
+                "alive": alive,
+                "url": api["url"],
+                "ready": ready,
+                "version": (version or {}).get("gitVersion"),
+            }
+        out["running"] = bool(out["etcd"] and out["etcd"]["alive"]) and bool(
+            out["apiserver"] and out["apiserver"]["alive"]
+        )
+        out["ready"] = out["running"] and out["apiserver"]["ready"]
+        return out
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig that authenticates as `user` in `groups` (a fresh client certificate).
+
+        RBAC decides what it may do: bind a (Cluster)Role to the user or one of its groups.
+        """
+        state = self._read_state()
+        if not state.get("apiserver"):
+            raise ControlPlaneError("control plane is not up")
+        pair = self.pki.mint_user(user, groups)
+        path = pair.cert.with_suffix(".kubeconfig")
+        _write_kubeconfig(path, state["apiserver"]["port"], self.pki.ca.cert, pair, user)
+        return path
+
+    # -- etcd --------------------------------------------------------------------------------
+
+    def _spawn(self, argv: list[str], log: Path) -> int:
+        with open(log, "ab") as out:
+            out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {argv[0]}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=None if self._detach else _die_with_parent,
+            )
+        _CHILDREN[proc.pid] = proc  # keep a reference: Popen warns when collected while running
+        return proc.pid
+
+    def _start_etcd(self, binaries: Binaries, previous: dict[str, Any]) -> dict[str, Any]:
+        # Keep earlier ports when free so the recorded URLs stay stable across restarts.
+        old = [previous.get("client_port"), previous.get("peer_port")]
+        if all(old) and all(_port_free(p) for p in old):
+            client_port, peer_port = old
+        else:
+            client_port, peer_port = _free_ports(2)
+        client = f"http://{LOOPBACK}:{client_port}"
+        peer = f"http://{LOOPBACK}:{peer_port}"
+        argv = [
+            str(binaries.etcd),
+            "--name=modeldeploy",
+            f"--data-dir={self.state_dir / 'etcd-data'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=modeldeploy={peer}",
+            # A throwaway local store: skipping fsync makes writes fast on shared disks.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+        pid = self._spawn(argv, self._log("etcd"))
+        return {
+            "pid": pid,
+            "argv0": argv[0],
+            "client_port": client_port,
+            "peer_port": peer_port,
+            "url": client,
+        }
+
+    def _wait_etcd(self, etcd: dict[str, Any], deadline: float) -> None:
+        while True:
+            health = self._get_json(f"{etcd['url']}/health")
+            if health and health.get("health") == "true":
+                return
+            self._check_alive(etcd, "etcd")
+            if time.monotonic() > deadline:
+                log = self._log("etcd")
+                raise ControlPlaneError(f"etcd not healthy in time; {log}:\n{_log_tail(log)}")
+            time.sleep(0.1)
+
+    # -- kube-apiserver ----------------------------------------------------------------------
+
+    def _start_apiserver(
+        self, binaries: Binaries, etcd: dict[str, Any], previous: dict[str, Any]
+    ) -> dict[str, Any]:
+        port = previous.get("port")
+        if not (port and _port_free(port)):
+            (port,) = _free_ports(1)
+        cert_dir = self.state_dir / "apiserver-certs"
+        cert_dir.mkdir(exist_ok=True)
+        pki = self.pki
+        # envtest's flag set: RBAC, service-account issuer and keys, no ServiceAccount admission
+        # (no controller creates the default ServiceAccount), loopback only.
+        argv = [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers={etcd['url']}",
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            f"--secure-port={port}",
+            f"--cert-dir={cert_dir}",
+            f"--tls-cert-file={pki.serving.cert}",
+            f"--tls-private-key-file={pki.serving.key}",
+            f"--client-ca-file={pki.ca.cert}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.sa_public_key}",
+            f"--service-account-signing-key-file={pki.sa_private_key}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+        ]
+        pid = self._spawn(argv, self._log("kube-apiserver"))
+        return {"pid": pid, "argv0": argv[0], "port": port, "url": f"https://{LOOPBACK}:{port}"}
+
+    def _ssl_context(self, client: CertPair | None = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        client = client or self.pki.admin
+        ctx.load_cert_chain(str(client.cert), str(client.key))
+        return ctx
+
+    def _readyz(self, api: dict[str, Any]) -> bool:
+        try:
+            with _opener(self._ssl_context()).open(f"{api['url']}/readyz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
+
+    def _wait_ready(self, api: dict[str, Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._readyz(api):
+            self._check_alive(api, "kube-apiserver")
+            if time.monotonic() > deadline:
+                log = self._log("kube-apiserver")
+                raise ControlPlaneError(
+                    f"kube-apiserver not ready in {timeout:.0f}s; {log}:\n{_log_tail(log)}"
+                )
+            time.sleep(0.25)
+
+    def _check_alive(self, entry: dict[str, Any], name: str) -> None:
+        if not process_alive(entry["pid"], entry["argv0"]):
+            raise _ExitedEarly(
+                f"{name} exited during startup; {self._log(name)}:\n{_log_tail(self._log(name))}"
+            )
+
+    def _get_json(self, url: str) -> dict[str, Any] | None:
+        ctx = self._ssl_context() if url.startswith("https:") else None
+        try:
+            with _opener(ctx).open(url, timeout=2) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, OSError, ssl.SSLError, json.JSONDecodeError):
+            return None
+
+    def _write_kubeconfig(self, port: int) -> None:
+        _write_kubeconfig(self.kubeconfig_path, port, self.pki.ca.cert, self.pki.admin, "admin")
+
+
+class _ExitedEarly(ControlPlaneError):
+    """A process died before it was ready: often a port taken in between; worth a retry."""
+
+
+def _opener(ctx: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    # An empty ProxyHandler: HTTP(S)_PROXY must never route loopback traffic.
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    return urllib.request.build_opener(*handlers)
+
+
+def _write_kubeconfig(path: Path, port: int, ca: Path, client: CertPair, user: str) -> None:
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {
+                    "server": f"https://{LOOPBACK}:{port}",
+                    "certificate-authority-data": b64(ca),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(client.cert),
+                    "client-key-data": b64(client.key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": f"{user}@{CLUSTER_NAME}", "context": {"cluster": CLUSTER_NAME, "user": user}}
+        ],
+        "current-context": f"{user}@{CLUSTER_NAME}",
+        "preferences": {},
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds a private key
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    tmp.replace(path)
+
+
+def cluster_command(action: str, state_dir: Path) -> int:
+    """`modeldeploy cluster up|down|status|kubeconfig|purge`: human output, an exit code."""
+    cp = ControlPlane(state_dir)
+    if action == "up":
+        try:
+            binaries = ensure_binaries()
+            kubeconfig = ControlPlane(state_dir, binaries).up()
+        except (ControlPlaneError, BinariesError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        st = cp.status()
+        api, etcd = st["apiserver"] or {}, st["etcd"] or {}
+        print(f"control plane ready: {api.get('url')}")
+        print(f"  kube-apiserver {api.get('version')} (pid {api.get('pid')})")
+        print(f"  etcd {etcd.get('version')} (pid {etcd.get('pid')})")
+        print(f"  kubectl of the same release: {binaries.kubectl}")
+        print(f"  logs: {cp.state_dir}")
+        print(f"export KUBECONFIG={kubeconfig}")
+        return 0
+    if action in ("down", "purge"):
+        was = cp.down(purge=action == "purge")
+        print("control plane stopped" if was else "control plane was not running")
+        if action == "purge":
+            print(f"removed {cp.state_dir}")
+        return 0
+    if action == "status":
+        st = cp.status()
+        for name in ("etcd", "apiserver"):
+            entry = st[name]
+            if entry is None:
+                print(f"{name}: not running")
+                continue
+            health = "running" if entry["alive"] else "stopped"
+            if name == "apiserver" and entry["alive"]:
+                health += ", ready" if entry["ready"] else ", not ready"
+            version = f" {entry['version']}" if entry.get("version") else ""
+            print(f"{name}:{version} {health} (pid {entry['pid']}, {entry['url']})")
+        print(f"kubeconfig: {st['kubeconfig']}")
+        return 0 if st["ready"] else 1
+    if action == "kubeconfig":
+        if not cp.kubeconfig_path.is_file():
+            print("no kubeconfig: run `modeldeploy cluster up`", file=sys.stderr)
+            return 1
+        print(cp.kubeconfig_path)
+        return 0
+    print(
+        f"unknown action {action!r}: expected up, down, status, kubeconfig or purge",
+        file=sys.stderr,
+    )
+    return 2

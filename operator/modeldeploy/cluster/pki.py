@@ -1,0 +1,254 @@
+"""Certificates and keys for a local control plane (the `cryptography` package).
+
+One CA signs everything: the API server's serving certificate, and client certificates whose
+subject the API server maps to a user (CN) and groups (O). The service-account signing key is a
+separate RSA key pair, as kube-apiserver requires for its tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Names clients may use for the API server: loopback, plus the in-cluster service names so a
+# token's audience and a pod-style client both validate.
+SERVING_DNS_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+# 127.0.0.1 is where we bind; 10.0.0.1 is the first address of --service-cluster-ip-range, which
+# kube-apiserver gives the `kubernetes` Service.
+SERVING_IPS = ("127.0.0.1", "10.0.0.1")
+VALIDITY = dt.timedelta(days=365)
+# Backdating absorbs small clock differences between whoever mints and whoever verifies.
+BACKDATE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: Path
+    key: Path
+
+    def exists(self) -> bool:
+        return self.cert.is_file() and self.key.is_file()
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """The files one control plane uses, all under one directory."""
+
+    dir: Path
+
+    @property
+    def ca(self) -> CertPair:
+        return CertPair(self.dir / "ca.crt", self.dir / "ca.key")
+
+    @property
+    def serving(self) -> CertPair:
+        return CertPair(self.dir / "apiserver.crt", self.dir / "apiserver.key")
+
+    @property
+    def admin(self) -> CertPair:
+        return CertPair(self.dir / "admin.crt", self.dir / "admin.key")
+
+    @property
+    def sa_public_key(self) -> Path:
+        return self.dir / "sa.pub"
+
+    @property
+    def sa_private_key(self) -> Path:
+        return self.dir / "sa.key"
+
+    def complete(self) -> bool:
+        return (
+            self.ca.exists()
+            and self.serving.exists()
+            and self.admin.exists()
+            and self.sa_public_key.is_file()
+            and self.sa_private_key.is_file()
+        )
+
+    def ensure(self) -> ClusterPKI:
+        """Create whatever is missing; keep what exists so kubeconfigs stay valid across runs."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.ca.exists():
+            # A new CA invalidates everything it signed before.
+            write_ca(self.ca, "modeldeploy-local-ca")
+            for stale in (self.serving, self.admin):
+                stale.cert.unlink(missing_ok=True)
+        if not self.serving.exists():
+            mint_serving_cert(self.ca, self.serving)
+        if not self.admin.exists():
+            mint_client_cert(self.ca, self.admin, "admin", ["system:masters"])
+        if not (self.sa_public_key.is_file() and self.sa_private_key.is_file()):
+            write_service_account_keys(self.sa_private_key, self.sa_public_key)
+        return self
+
+    def mint_user(self, user: str, groups: Sequence[str] = ()) -> CertPair:
+        """A client certificate for `user` in `groups`, under users/ (re-minted on each call)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+        pair = CertPair(self.dir / "users" / f"{safe}.crt", self.dir / "users" / f"{safe}.key")
+        pair.cert.parent.mkdir(parents=True, exist_ok=True)
+        return mint_client_cert(self.ca, pair, user, groups)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    # P-256: fast to generate, and accepted by Go's TLS stack, kubectl and Python's ssl.
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Create with 0600 from the start: never a moment where the key is world-readable.
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _load(pair: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pair.key}: expected an EC private key")
+    return cert, key
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def write_ca(pair: CertPair, common_name: str) -> CertPair:
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(pair.key, key)
+    _write_cert(pair.cert, cert)
+    return pair
+
+
+def _leaf(
+    ca: CertPair,
+    out: CertPair,
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    san: x509.SubjectAlternativeName | None = None,
+) -> CertPair:
+    ca_cert, ca_key = _load(ca)
+    key = _new_key()
+    builder = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    _write_key(out.key, key)
+    _write_cert(out.cert, builder.sign(ca_key, hashes.SHA256()))
+    return out
+
+
+def mint_serving_cert(ca: CertPair, out: CertPair) -> CertPair:
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName(n) for n in SERVING_DNS_NAMES]
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    return _leaf(ca, out, subject, ExtendedKeyUsageOID.SERVER_AUTH, san)
+
+
+def mint_client_cert(
+    ca: CertPair, out: CertPair, user: str, groups: Sequence[str] = ()
+) -> CertPair:
+    """kube-apiserver's x509 authenticator: CN is the user name, each O is a group."""
+    if not user:
+        raise ValueError("user must not be empty")
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    return _leaf(ca, out, x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def write_service_account_keys(private_path: Path, public_path: Path) -> None:
+    # RSA: the RS256 tokens every Kubernetes client library expects.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(private_path, key)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def cert_subject(path: Path) -> tuple[str, list[str]]:
+    """(user, groups) a client certificate authenticates as."""
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return (str(cn[0].value) if cn else ""), [str(o.value) for o in orgs]
