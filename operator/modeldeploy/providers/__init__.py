@@ -20,7 +20,13 @@ def _sagemaker(spec: ModelDeploymentSpec) -> Provider:
     return SageMakerProvider(region=region, role_arn=spec.roleArn)
 
 
-BUILDERS: dict[str, Builder] = {"sagemaker": _sagemaker}
+def _local(spec: ModelDeploymentSpec) -> Provider:
+    from modeldeploy.providers.local import LocalProvider
+
+    return LocalProvider(workers=int(os.environ.get("MODELDEPLOY_LOCAL_WORKERS", "1")))
+
+
+BUILDERS: dict[str, Builder] = {"sagemaker": _sagemaker, "local": _local}
 
 
 class ProviderFactory:

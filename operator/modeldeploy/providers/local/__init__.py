@@ -1,0 +1,87 @@
+"""The embedded `local` provider: the whole pipeline on one machine, no AWS account.
+
+Registry: a SQLite file. Artifacts: a content-addressed store. Endpoints: supervised
+`modeldeploy serve` processes on loopback that speak the SageMaker XGBoost container contract.
+State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modeldeploy import naming
+from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.local.endpoints import Endpoints
+from modeldeploy.providers.local.registry import Registry
+from modeldeploy.providers.local.store import ArtifactStore
+from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy.remote import Endpoint, InvokeResult, ModelVersion, Observed
+from modeldeploy.spec import ModelDeploymentSpec
+
+
+def default_root() -> Path:
+    if os.environ.get("MODELDEPLOY_LOCAL_DIR"):
+        return Path(os.environ["MODELDEPLOY_LOCAL_DIR"])
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "modeldeploy"
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, root: Path | None = None, workers: int = 1) -> None:
+        self.root = root or default_root()
+        self.registry = Registry(self.root / "registry.db")
+        self.store = ArtifactStore(self.root)
+        self.endpoints = Endpoints(self.registry, self.root, workers=workers)
+
+    def observe(
+        self, spec: ModelDeploymentSpec, status: dict, *, namespace: str, name: str
+    ) -> Observed:
+        group = spec.modelPackageGroup.name
+        arn = self.registry.group_arn(group)
+        if arn is None:
+            return Observed(group_arn=None)
+        stages = [
+            self.endpoints.check(naming.endpoint_name(namespace, name, stage))
+            for stage in ("staging", "production")
+        ]
+        return Observed(arn, tuple(self.registry.versions(group)), stages[0], stages[1])
+
+    def describe_endpoint(self, name: str) -> Endpoint | None:
+        return self.endpoints.check(name)
+
+    def ensure_group(self, spec: ModelDeploymentSpec) -> str:
+        group = spec.modelPackageGroup
+        return self.registry.ensure_group(group.name, group.description)
+
+    def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
+        model = spec.model
+        if model is None:
+            raise TerminalError("spec.model is not set: there is no artifact to register")
+        stored = self.store.ingest(model.artifact, model.frameworkVersion, model.image)
+        return self.registry.register(
+            spec.modelPackageGroup.name,
+            source=model.artifact,
+            artifact=stored.path,
+            digest=stored.digest,
+            framework_version=stored.framework_version or "custom",
+            metrics=self.store.read_metrics(model.metrics),
+        )
+
+    def set_approval(self, version_arn: str, status: str, description: str) -> None:
+        if not self.registry.set_approval(version_arn, status, description):
+            raise TerminalError(f"model package {version_arn} does not exist")
+
+    def deploy(self, action: DeployEndpoint) -> None:
+        version = self.registry.version_by_arn(action.version_arn)
+        if version is None:
+            raise TerminalError(f"model package {action.version_arn} does not exist")
+        self.endpoints.deploy(action.endpoint_name, action.config_name, version.artifact)
+
+    def invoke(self, endpoint_name: str, payload: str, content_type: str) -> InvokeResult:
+        return self.endpoints.invoke(endpoint_name, payload, content_type)
+
+    def delete_endpoint(self, name: str) -> bool:
+        return self.endpoints.delete(name)

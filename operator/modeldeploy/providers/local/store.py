@@ -1,0 +1,107 @@
+"""The local provider's artifact store: content-addressed copies of model.tar.gz files.
+
+Artifacts are untrusted. Each one is checked as the sagemaker provider checks it (one native
+xgboost member, no pickle, safe tar, a serving xgboost that reads it as written) before it
+is stored, and it is stored under its sha256 so the same bytes are kept once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from modeldeploy.artifacts import compat
+from modeldeploy.artifacts.inspect import ModelInfo, inspect_model_bytes
+from modeldeploy.artifacts.metrics import parse_metrics
+from modeldeploy.artifacts.package import read_model_member, sha256_file
+from modeldeploy.providers.base import TerminalError, TransientError
+
+MAX_ARTIFACT = 2 << 30
+MAX_METRICS_FILE = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    path: Path
+    digest: str
+    info: ModelInfo
+    framework_version: str
+
+
+def _s3():
+    import boto3  # honours AWS_ENDPOINT_URL, like the sagemaker provider
+
+    return boto3.client("s3")
+
+
+def _fetch(uri: str, dest: Path) -> None:
+    parsed = urlparse(uri)
+    try:
+        if parsed.scheme == "file":
+            source = Path(parsed.path)
+            if not source.is_file():
+                raise TerminalError(f"{uri}: no such file")
+            if source.stat().st_size > MAX_ARTIFACT:
+                raise TerminalError(f"{uri}: artifact is over {MAX_ARTIFACT} bytes")
+            shutil.copyfile(source, dest)
+        elif parsed.scheme == "s3":
+            _s3().download_file(parsed.netloc, parsed.path.lstrip("/"), str(dest))
+        else:
+            raise TerminalError(f"{uri}: the local provider reads file:// and s3:// artifacts")
+    except OSError as err:
+        raise TransientError(f"{uri}: {err}") from err
+    except Exception as err:
+        if isinstance(err, TerminalError):
+            raise
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(err, ClientError):
+            raise TerminalError(f"{uri}: {err}") from err
+        if isinstance(err, BotoCoreError):
+            raise TransientError(f"{uri}: {err}") from err
+        raise
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    def ingest(self, uri: str, framework_version: str | None, image: str | None) -> StoredArtifact:
+        with tempfile.TemporaryDirectory(dir=self.root, prefix="incoming-") as tmp:
+            tar = Path(tmp) / "model.tar.gz"
+            _fetch(uri, tar)
+            digest = sha256_file(tar)
+            try:
+                info = inspect_model_bytes(read_model_member(tar))
+                framework = compat.check_info(info, framework_version, image)
+            except ValueError as err:  # unsafe tar, pickle, version skew
+                raise TerminalError(f"{uri}: {str(err).replace(str(tar), uri)}") from err
+            final = self.root / "artifacts" / digest / "model.tar.gz"
+            if not final.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tar, final)
+        return StoredArtifact(final, digest, info, framework)
+
+    def read_metrics(self, metrics: str | dict[str, float] | None) -> dict[str, float]:
+        if metrics is None:
+            return {}
+        if isinstance(metrics, dict):
+            return dict(metrics)
+        with tempfile.TemporaryDirectory(dir=self.root, prefix="metrics-") as tmp:
+            path = Path(tmp) / "evaluation.json"
+            _fetch(metrics, path)
+            if path.stat().st_size > MAX_METRICS_FILE:
+                raise TerminalError(f"{metrics}: metrics file is over {MAX_METRICS_FILE} bytes")
+            try:
+                doc = json.loads(path.read_text())
+                if not isinstance(doc, dict):
+                    raise ValueError("expected a JSON object")
+                return parse_metrics(doc)
+            except ValueError as err:
+                raise TerminalError(f"{metrics}: unreadable metrics file: {err}") from err
