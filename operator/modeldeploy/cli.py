@@ -20,7 +20,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from modeldeploy import handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(message)s")
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf says "Timer succeeded" for every tick; our Events and status say what matters.
+    logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     asyncio.run(
         kopf.operator(
             standalone=True,

@@ -1,0 +1,102 @@
+"""The operator as a real process (`modeldeploy run`), and waiting on resources through kubectl.
+
+PYTEST_DONT_REWRITE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kube import kubectl
+
+FAST = {
+    # Short loops so the suite does not wait on production-sized intervals.
+    "MODELDEPLOY_TICK_SECONDS": "0.5",
+    "MODELDEPLOY_ACT_SECONDS": "0.5",
+    "MODELDEPLOY_POLL_SECONDS": "2",
+    "MODELDEPLOY_RESYNC_SECONDS": "20",
+}
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, env: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.env = env
+        self.log = Path(tempfile.mkstemp(prefix="modeldeploy-operator-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELDEPLOY_"))}
+        env.update(FAST)
+        env.update(self.env)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "modeldeploy", "run", "--log-level", "info"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def assert_alive(self) -> None:
+        assert self.proc and self.proc.poll() is None, f"operator exited:\n{self.tail()}"
+
+
+def get(kubeconfig: Path, namespace: str, name: str) -> dict:
+    out = kubectl(kubeconfig, "-n", namespace, "get", "mdep", name, "-o", "json").stdout
+    return json.loads(out)
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], object],
+    *,
+    timeout: float = 90,
+    operator: OperatorProcess | None = None,
+    interval: float = 0.5,
+) -> object:
+    """Poll `probe` until it returns something truthy; fail with context when it never does."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        if operator:
+            operator.assert_alive()
+        time.sleep(interval)
+    log = operator.tail() if operator else ""
+    seen = getattr(probe, "last", last)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {seen!r}\n{log}")
+
+
+def phase_is(kubeconfig: Path, namespace: str, name: str, phase: str) -> Callable[[], object]:
+    def probe() -> object:
+        status = get(kubeconfig, namespace, name).get("status") or {}
+        keep = ("phase", "message", "observedGeneration", "registration", "stalled")
+        probe.last = {k: status.get(k) for k in keep}  # type: ignore[attr-defined]
+        return status if status.get("phase") == phase else False
+
+    return probe
