@@ -452,3 +452,26 @@ def test_action_failure_stalls_until_generation_changes():
     p = plan(s, status, Observed(GROUP_ARN), ctx(2))
     assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
     assert "stalled" not in p.status
+
+
+def test_after_rollback_the_version_rolled_back_from_is_not_offered_again():
+    v1, v2 = version(1), version(2)
+    s = spec(production={"promotedVersion": 1})
+    status = {
+        "staging": stage_status(STAGING, v2, smoke=True),
+        "production": {**stage_status(PROD, v1), "previousVersion": 2},
+    }
+    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
+    p = plan(s, status, obs, ctx())
+    assert p.actions == []
+    assert p.status["phase"] == "Deployed"
+    assert cond(p, "Ready") == ("True", "Deployed")
+    # A newer version than both is offered as usual.
+    v3 = version(3)
+    status["staging"] = stage_status(STAGING, v3, smoke=True)
+    obs = Observed(
+        GROUP_ARN, (v3, v2, v1), staging=serving(STAGING, v3), production=serving(PROD, v1)
+    )
+    p = plan(s, status, obs, ctx())
+    assert p.status["phase"] == "AwaitingPromotion"
+    assert "promotedVersion: 3" in p.status["message"]

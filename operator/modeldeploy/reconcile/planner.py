@@ -617,7 +617,14 @@ def _production_target(
     if prod.promotion == "Automatic":
         return (candidate if candidate and smoke_ok else current), "", ""
     waiting = ""
-    if candidate and smoke_ok and prod.promotedVersion != candidate.version:
+    rolled_back_from = (status.get("production") or {}).get("previousVersion")
+    if (
+        candidate
+        and smoke_ok
+        and prod.promotedVersion != candidate.version
+        and candidate.version != rolled_back_from  # a person just moved production off it
+        and candidate.version > (prod.promotedVersion or 0)
+    ):
         waiting = (
             f"version {candidate.version} passed staging: set "
             f"spec.production.promotedVersion: {candidate.version} to promote it"

@@ -2,9 +2,10 @@
 
 They follow SageMaker's endpoint life cycle, so the planner cannot tell the difference:
 Creating -> InService once /ping answers, or Failed with the reason when the process dies at
-start; an update starts the new config beside the old one on the same port (SO_REUSEPORT) and
-retires the old one only once the new one answers, else it rolls back and keeps serving the old
-config with a failure reason. A serving process that dies is restarted (SystemUpdating).
+start; an update starts the new config beside the old one on a new port and moves the endpoint
+(and its url) there only once the new one answers /ping, else it rolls back and keeps serving
+the old config with a failure reason. A serving process that dies is restarted on its port
+(SystemUpdating).
 
 Processes run in their own session, so they outlive an operator restart; the operator re-adopts
 them from the SQLite table, and each check is a pass over that table plus a /ping.
@@ -28,7 +29,6 @@ from modeldeploy.providers.local.registry import Registry
 from modeldeploy.remote import Endpoint, InvokeResult
 
 START_TIMEOUT = float(os.environ.get("MODELDEPLOY_LOCAL_START_TIMEOUT", "60"))
-SETTLE = 3.0
 
 
 def free_port() -> int:
@@ -137,11 +137,13 @@ class Endpoints:
                 raise ProviderError(f"endpoint {name} is Failed: delete it first")
             if row["config"] == config:
                 return
-            pid = self._spawn(name, config, model, row["port"])
+            port = free_port()
+            pid = self._spawn(name, config, model, port)
             db.execute(
                 "UPDATE endpoints SET status = 'Updating', pending_config = ?, pending_model = ?,"
-                " pending_pid = ?, failure_reason = '', started = ?, updated = ? WHERE name = ?",
-                (config, model, pid, now, now, name),
+                " pending_pid = ?, pending_port = ?, failure_reason = '', started = ?,"
+                " updated = ? WHERE name = ?",
+                (config, model, pid, port, now, now, name),
             )
 
     def check(self, name: str) -> Endpoint | None:
@@ -162,19 +164,18 @@ class Endpoints:
                     update = {"status": "Failed", "failure_reason": f"server did not start: {why}"}
             elif status == "Updating":
                 pending_ok = alive(row["pending_pid"], row["pending_model"])
-                # Old and new share the port, so /ping cannot tell them apart; a new server that
-                # cannot load its model or bind exits within a second or two, so one that is
-                # still alive after SETTLE seconds while the port answers is taken as healthy.
-                if pending_ok and ping(row["port"]) and waited > SETTLE:
+                if pending_ok and ping(row["pending_port"]):
                     stop(row["pid"], row["model"])
                     update = {
                         "status": "InService",
                         "config": row["pending_config"],
                         "model": row["pending_model"],
                         "pid": row["pending_pid"],
+                        "port": row["pending_port"],
                         "pending_config": None,
                         "pending_model": None,
                         "pending_pid": None,
+                        "pending_port": None,
                         "failure_reason": "",
                     }
                 elif not pending_ok or waited > START_TIMEOUT:
@@ -186,6 +187,7 @@ class Endpoints:
                         "pending_config": None,
                         "pending_model": None,
                         "pending_pid": None,
+                        "pending_port": None,
                         "failure_reason": f"update to {row['pending_config']} failed: {why}",
                     }
             elif status == "InService" and not alive(row["pid"], row["model"]):
@@ -200,7 +202,8 @@ class Endpoints:
                 status = update.get("status", status)
                 reason = update.get("failure_reason", reason)
             config = update.get("config", row["config"])
-        return Endpoint(name, status, config, failure_reason=reason, url=self.url(row["port"]))
+            port = update.get("port", row["port"])
+        return Endpoint(name, status, config, failure_reason=reason, url=self.url(port))
 
     def names(self, prefix: str) -> list[str]:
         with self.registry.db() as db:

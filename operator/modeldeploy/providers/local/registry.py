@@ -28,7 +28,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_by_content ON versions (grp, digest, 
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY, port INTEGER NOT NULL, status TEXT NOT NULL,
     config TEXT NOT NULL, model TEXT NOT NULL, pid INTEGER,
-    pending_config TEXT, pending_model TEXT, pending_pid INTEGER,
+    pending_config TEXT, pending_model TEXT, pending_pid INTEGER, pending_port INTEGER,
     failure_reason TEXT NOT NULL DEFAULT '', started REAL NOT NULL, updated REAL NOT NULL);
 """
 

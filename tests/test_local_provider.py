@@ -1,0 +1,267 @@
+"""The embedded `local` provider: the whole pipeline on one machine, real `modeldeploy serve`
+processes answering real XGBoost predictions, supervised through restarts and crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import signal
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost
+from driver import Resource
+
+from modeldeploy import handlers, naming
+from modeldeploy.providers import ProviderFactory
+from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.local import LocalProvider
+from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy.spec import parse_spec
+from modeldeploy.training.train import train
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two real models with different bytes, as `modeldeploy train` writes them."""
+    root = tmp_path_factory.mktemp("models")
+    return train(root / "a", progress=False), train(root / "b", seed=1, progress=False)
+
+
+@pytest.fixture
+def local_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
+    return tmp_path / "local"
+
+
+@pytest.fixture
+def providers(local_dir, monkeypatch):
+    factory = ProviderFactory(default="local")
+    monkeypatch.setattr(handlers, "PROVIDERS", factory)
+    yield factory
+    for provider in factory._cache.values():  # stop every server the test started
+        for name in provider.endpoints.names(""):
+            provider.delete_endpoint(name)
+
+
+def heldout(model) -> tuple[np.ndarray, str]:
+    rows = np.loadtxt(model.heldout, delimiter=",")
+    features = rows[:, 1:]
+    payload = "\n".join(",".join(repr(float(v)) for v in row) for row in features[:20])
+    return features[:20], payload
+
+
+def expected(model, features: np.ndarray) -> np.ndarray:
+    booster = xgboost.Booster()
+    with tarfile.open(model.model_tar) as tar:
+        booster.load_model(bytearray(tar.extractfile("xgboost-model").read()))
+    return booster.predict(xgboost.DMatrix(features))
+
+
+def predict(url: str, payload: str) -> np.ndarray:
+    request = urllib.request.Request(
+        url, data=payload.encode(), headers={"Content-Type": "text/csv"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return np.array([float(x) for x in resp.read().decode().split()])
+
+
+def resource(models, **spec) -> Resource:
+    _, payload = heldout(models[0])
+    base = {
+        "provider": "local",
+        "modelPackageGroup": {"name": "breast-cancer"},
+        "model": {"artifact": f"file://{models[0].model_tar}", "metrics": models[0].metrics},
+        "staging": {"smokeTest": {"payload": payload.splitlines()[0], "maxLatencyMs": 5000}},
+    }
+    base.update(spec)
+    return Resource(base, name="bc", namespace="demo")
+
+
+def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res.call(handlers.reconcile)
+        if res.status["phase"] == phase:
+            return res.status
+        time.sleep(0.2)
+    raise AssertionError(f"never reached {phase}: {res.status.get('message')}")
+
+
+def test_pipeline_serves_real_predictions_and_rolls_back(models, providers):
+    res = resource(models)
+    settle(res, "PendingApproval")
+    res.edit_spec(
+        lambda s: (
+            s["approval"].update(approvedVersion=1)
+            if "approval" in s
+            else s.update(approval={"approvedVersion": 1})
+        )
+    )
+    status = settle(res, "AwaitingPromotion")
+    assert status["staging"]["smokeTest"]["passed"] is True
+    features, payload = heldout(models[0])
+    np.testing.assert_allclose(
+        predict(status["staging"]["url"], payload), expected(models[0], features), atol=1e-6
+    )
+
+    res.edit_spec(lambda s: s.update(production={"promotedVersion": 1}))
+    status = settle(res, "Deployed")
+    assert res.condition("Ready") == ("True", "Deployed")
+    np.testing.assert_allclose(
+        predict(status["production"]["url"], payload), expected(models[0], features), atol=1e-6
+    )
+
+    # Version 2: a new artifact, approved, promoted; production moves and remembers version 1.
+    def second(spec: dict) -> None:
+        spec["model"] = {"artifact": f"file://{models[1].model_tar}", "metrics": models[1].metrics}
+        spec["approval"] = {"approvedVersion": 2}
+        spec["production"] = {"promotedVersion": 2}
+
+    res.edit_spec(second)
+    status = settle(res, "Deployed")
+    assert status["production"]["version"] == 2
+    assert status["production"]["previousVersion"] == 1
+    np.testing.assert_allclose(
+        predict(status["production"]["url"], payload), expected(models[1], features), atol=1e-6
+    )
+
+    # Rollback is one field.
+    res.edit_spec(lambda s: s.update(production={"promotedVersion": 1}))
+    status = settle(res, "Deployed")
+    assert status["production"]["version"] == 1
+    assert status["production"]["previousVersion"] == 2
+    np.testing.assert_allclose(
+        predict(status["production"]["url"], payload), expected(models[0], features), atol=1e-6
+    )
+
+
+def deploy_first_version(models, local_dir: Path) -> tuple[LocalProvider, DeployEndpoint]:
+    provider = LocalProvider(local_dir)
+    spec = parse_spec(
+        {
+            "provider": "local",
+            "modelPackageGroup": {"name": "g"},
+            "model": {"artifact": f"file://{models[0].model_tar}"},
+        }
+    )
+    provider.ensure_group(spec)
+    version = provider.register_version(spec)
+    action = DeployEndpoint(
+        stage="staging",
+        endpoint_name=naming.endpoint_name("ns", "x", "staging"),
+        config_name="cfg-1",
+        model_name="",
+        version=version.version,
+        version_arn=version.arn,
+        image="",
+        artifact="",
+        instance_type="ml.m5.large",
+        instance_count=1,
+    )
+    provider.deploy(action)
+    return provider, action
+
+
+def wait_status(provider: LocalProvider, name: str, wanted: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        endpoint = provider.describe_endpoint(name)
+        if endpoint and endpoint.status == wanted:
+            return endpoint
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never became {wanted}: {provider.describe_endpoint(name)}")
+
+
+def pid_of(provider: LocalProvider, name: str) -> int:
+    with provider.registry.db() as db:
+        return db.execute("SELECT pid FROM endpoints WHERE name = ?", (name,)).fetchone()[0]
+
+
+def test_restart_while_creating_adopts_the_same_process(models, local_dir):
+    provider, action = deploy_first_version(models, local_dir)
+    try:
+        assert provider.describe_endpoint(action.endpoint_name).status == "Creating"
+        pid = pid_of(provider, action.endpoint_name)
+        restarted = LocalProvider(local_dir)  # a new operator process, same state directory
+        endpoint = wait_status(restarted, action.endpoint_name, "InService")
+        assert pid_of(restarted, action.endpoint_name) == pid
+        restarted.deploy(action)  # the same config again changes nothing
+        assert pid_of(restarted, action.endpoint_name) == pid
+        assert endpoint.url.startswith("http://127.0.0.1:")
+    finally:
+        provider.delete_endpoint(action.endpoint_name)
+
+
+def test_killed_endpoint_is_reported_and_brought_back(models, local_dir):
+    provider, action = deploy_first_version(models, local_dir)
+    try:
+        wait_status(provider, action.endpoint_name, "InService")
+        pid = pid_of(provider, action.endpoint_name)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        seen = provider.describe_endpoint(action.endpoint_name)
+        assert seen.status == "SystemUpdating"
+        assert f"process {pid} exited" in seen.failure_reason
+        endpoint = wait_status(provider, action.endpoint_name, "InService")
+        assert pid_of(provider, action.endpoint_name) != pid
+        features, payload = heldout(models[0])
+        np.testing.assert_allclose(
+            predict(endpoint.url, payload), expected(models[0], features), atol=1e-6
+        )
+    finally:
+        provider.delete_endpoint(action.endpoint_name)
+
+
+def test_server_that_dies_at_start_fails_with_its_reason(models, local_dir):
+    provider, action = deploy_first_version(models, local_dir)
+    provider.delete_endpoint(action.endpoint_name)
+    version = provider.registry.version_by_arn(action.version_arn)
+    Path(version.artifact).write_bytes(b"not a tar")  # the stored copy is damaged on disk
+    provider.deploy(action)
+    endpoint = wait_status(provider, action.endpoint_name, "Failed")
+    assert "server did not start" in endpoint.failure_reason
+    assert provider.delete_endpoint(action.endpoint_name)
+
+
+def test_delete_stops_the_server(models, local_dir):
+    provider, action = deploy_first_version(models, local_dir)
+    endpoint = wait_status(provider, action.endpoint_name, "InService")
+    pid = pid_of(provider, action.endpoint_name)
+    assert provider.delete_endpoint(action.endpoint_name)
+    assert provider.describe_endpoint(action.endpoint_name) is None
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    with pytest.raises(OSError):
+        predict(endpoint.url, "1,2")
+
+
+def test_registration_is_idempotent_and_refuses_pickles(models, local_dir, tmp_path):
+    provider = LocalProvider(local_dir)
+    spec = parse_spec(
+        {"modelPackageGroup": {"name": "g"}, "model": {"artifact": f"file://{models[0].model_tar}"}}
+    )
+    provider.ensure_group(spec)
+    first = provider.register_version(spec)
+    assert provider.register_version(spec) == first
+    assert [v.version for v in provider.registry.versions("g")] == [1]
+
+    model = pickle.dumps({"not": "a booster"})
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo("xgboost-model")
+        info.size = len(model)
+        tar.addfile(info, io.BytesIO(model))
+    bad = tmp_path / "pickled.tar.gz"
+    bad.write_bytes(out.getvalue())
+    spec = parse_spec({"modelPackageGroup": {"name": "g"}, "model": {"artifact": f"file://{bad}"}})
+    with pytest.raises(TerminalError, match="pickle"):
+        provider.register_version(spec)
+    assert [v.version for v in provider.registry.versions("g")] == [1]
+    assert json.loads(json.dumps(first.metrics)) == {}
