@@ -1,9 +1,9 @@
 """End to end: a real kube-apiserver, the operator as a process under its least-privilege
 identity, the sagemaker provider against the AWS emulator over HTTP, and kubectl.
 
-The emulator answers CreateEndpoint with InService at once and has no UpdateEndpoint, so these
-tests cover every path that creates endpoints; updating a serving endpoint (a second promotion,
-rollback) is covered here with the local provider and by the Stubber tests of the provider.
+The emulator answers CreateEndpoint with InService at once and has no UpdateEndpoint, so the
+sagemaker tests cover every path that creates endpoints; updating a serving endpoint (a second
+promotion, rollback) is tested here with the local provider, whose endpoints really update.
 """
 
 from __future__ import annotations
@@ -74,8 +74,11 @@ def operator_kubeconfig(control_plane, kubeconfig: Path, crd) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operator(operator_kubeconfig: Path, emulator: Emulator):
-    env = aws_env(emulator) | {"MODELDEPLOY_DEFAULT_PROVIDER": "sagemaker"}
+def operator(operator_kubeconfig: Path, emulator: Emulator, tmp_path_factory):
+    env = aws_env(emulator) | {
+        "MODELDEPLOY_DEFAULT_PROVIDER": "sagemaker",
+        "MODELDEPLOY_LOCAL_DIR": str(tmp_path_factory.mktemp("local-provider")),
+    }
     proc = OperatorProcess(operator_kubeconfig, env)
     proc.start()
     yield proc
@@ -353,3 +356,75 @@ def test_deletion_follows_policy(kubeconfig, ns, operator, emulator, seed_model,
     kubectl(kubeconfig, "-n", ns, "delete", "mdep", name, "--timeout=60s", timeout=70)
     left = ours & set(endpoints(emulator))
     assert left == (ours if policy == "Retain" else set())
+
+
+def test_rollback_by_patching_promoted_version(kubeconfig, ns, operator, seed_model, second_model):
+    doc = yaml.safe_load((EXAMPLES / "local.yaml").read_text())
+    name = doc["metadata"]["name"]
+    model = dict(doc["spec"]["model"])
+    model["artifact"] = f"file://{seed_model.model_tar}"
+    model["metrics"] = f"file://{seed_model.evaluation}"
+    apply_example(kubeconfig, ns, "local", model=model)
+    wait_for(
+        "AwaitingPromotion", phase_is(kubeconfig, ns, name, "AwaitingPromotion"), operator=operator
+    )
+    patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
+    kubectl(
+        kubeconfig,
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        f"mdep/{name}",
+        "--timeout=90s",
+        timeout=100,
+    )
+
+    model["artifact"] = f"file://{second_model.model_tar}"
+    model["metrics"] = f"file://{second_model.evaluation}"
+    patch_spec(kubeconfig, ns, name, {"model": model})
+    status = wait_for(
+        "AwaitingPromotion of version 2",
+        lambda: (
+            (s := get(kubeconfig, ns, name)["status"])["phase"] == "AwaitingPromotion"
+            and s["staging"].get("version") == 2
+            and s
+        ),
+        operator=operator,
+    )
+    assert status["production"]["version"] == 1
+    patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 2}})
+    status = wait_for(
+        "production on version 2",
+        lambda: (
+            (s := get(kubeconfig, ns, name)["status"])["phase"] == "Deployed"
+            and s["production"].get("version") == 2
+            and s
+        ),
+        operator=operator,
+    )
+    assert status["production"]["previousVersion"] == 1
+
+    patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
+    status = wait_for(
+        "rollback to version 1",
+        lambda: (
+            (s := get(kubeconfig, ns, name)["status"])["phase"] == "Deployed"
+            and s["production"].get("version") == 1
+            and s
+        ),
+        operator=operator,
+    )
+    assert status["production"]["previousVersion"] == 2
+    kubectl(
+        kubeconfig,
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        f"mdep/{name}",
+        "--timeout=30s",
+        timeout=40,
+    )
+    row = kubectl(kubeconfig, "-n", ns, "get", "mdep", "--no-headers").stdout.split()
+    assert row[4:8] == ["2", "1", "Deployed", "True"]  # STAGING 2, PROD 1
