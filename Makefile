@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean controlplane helm
+.PHONY: install test lint fmt clean controlplane helm demo down
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,14 @@ helm:
 
 test: install lint controlplane helm
 	$(BIN)/pytest -q -ra
+
+# The whole pipeline on this machine: control plane, operator (local provider), a trained
+# model through staging to production. Leaves it running; `make down` stops it.
+demo: install controlplane
+	$(BIN)/python hack/demo.py up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; fi
 
 lint: install
 	$(BIN)/ruff check .

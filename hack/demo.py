@@ -1,0 +1,302 @@
+"""`make demo` / `make down`: the whole pipeline on this machine with the embedded local provider.
+
+    .venv/bin/python hack/demo.py up   [--state-dir .cache/demo]
+    .venv/bin/python hack/demo.py down [--state-dir .cache/demo]
+
+`up` starts a local control plane, installs the CRD, starts the operator (local provider), trains
+a model, applies a ModelDeployment, shows it move through its phases, sends held-out rows to
+staging, promotes it by patching the spec, and waits for production. Everything it starts keeps
+running for you to look around until `down`. The suite runs `up` and `down` (tests/test_demo.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE = "demo"
+NAME = "breast-cancer-local"
+BOLD, RED, GREEN, RESET = "\033[1m", "\033[31m", "\033[32m", "\033[0m"
+if not sys.stdout.isatty():
+    BOLD = RED = GREEN = RESET = ""
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Demo:
+    def __init__(self, state: Path) -> None:
+        self.state = state.resolve()
+        self.started = time.monotonic()
+        self.kubeconfig = self.state / "cluster" / "kubeconfig"
+        self.operator_log = self.state / "operator.log"
+        self.operator_pid = self.state / "operator.pid"
+        self.local_dir = self.state / "local"
+        self.model_dir = self.state / "model"
+        self._kubectl: Path | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:5.1f}s"
+
+    @contextlib.contextmanager
+    def step(self, title: str, log: Path | None = None) -> Iterator[None]:
+        print(f"{BOLD}==> [{self.elapsed()}] {title}{RESET}", flush=True)
+        try:
+            yield
+        except Exception as err:
+            print(f"\n{RED}{BOLD}STEP FAILED: {title}{RESET}\n{RED}{err}{RESET}", flush=True)
+            if log and log.exists():
+                tail = log.read_text(errors="replace").splitlines()[-40:]
+                print(f"--- last lines of {log} ---\n" + "\n".join(tail), flush=True)
+            raise StepFailed(title) from err
+
+    def run(self, *cmd: str | Path, input: str | None = None, env: dict | None = None) -> str:
+        proc = subprocess.run(
+            [str(c) for c in cmd],
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
+                f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
+        return proc.stdout
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        if self._kubectl is None:
+            from modeldeploy.cluster import ensure_binaries
+
+            self._kubectl = ensure_binaries().kubectl
+        return self.run(self._kubectl, f"--kubeconfig={self.kubeconfig}", *args, input=input)
+
+    def resource(self) -> dict:
+        return json.loads(self.kubectl("-n", NAMESPACE, "get", "mdep", NAME, "-o", "json"))
+
+    def modeldeploy(self, *args: str) -> str:
+        return self.run(sys.executable, "-m", "modeldeploy", *args)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        with self.step("Starting a local control plane (etcd + kube-apiserver)"):
+            out = self.modeldeploy("cluster", "up", "--state-dir", str(self.state / "cluster"))
+            print("    " + out.strip().splitlines()[0])
+        with self.step("Installing the ModelDeployment CRD"):
+            self.kubectl("apply", "-f", str(ROOT / "crds" / "modeldeployment.yaml"))
+            self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/modeldeployments.mlops.modeldeploy.dev",
+            )
+        with self.step("Starting the operator with the local provider", self.operator_log):
+            self.start_operator()
+        with self.step("Training an XGBoost model on held-out-split breast-cancer data"):
+            out = self.modeldeploy("train", "--output", str(self.model_dir), "--quiet")
+            for line in out.strip().splitlines():
+                print("    " + line)
+        with self.step("Applying the ModelDeployment (manifests/examples/local.yaml)"):
+            self.apply_example()
+        with self.step(
+            "Watching it move to staging (Automatic approval: auc >= 0.95)", self.operator_log
+        ):
+            self.watch(until=("AwaitingPromotion",), timeout=120)
+        with self.step("Sending the held-out rows to the staging endpoint"):
+            self.score(self.resource()["status"]["staging"]["url"])
+        with self.step(
+            "Approving promotion: spec.production.promotedVersion = 1", self.operator_log
+        ):
+            patch = {"spec": {"production": {"promotedVersion": 1}}}
+            self.kubectl(
+                "-n", NAMESPACE, "patch", "mdep", NAME, "--type", "merge", "-p", json.dumps(patch)
+            )
+            self.watch(until=("Deployed",), timeout=120)
+            self.kubectl(
+                "-n", NAMESPACE, "wait", "--for=condition=Ready", f"mdep/{NAME}", "--timeout=60s"
+            )
+        with self.step("Production answers"):
+            url = self.resource()["status"]["production"]["url"]
+            self.score(url, rows=3)
+        print(f"\n{GREEN}{BOLD}Production reached in {self.elapsed().strip()}.{RESET}\n")
+        print(self.kubectl("-n", NAMESPACE, "get", "mdep", "-o", "wide"))
+        self.explain(url)
+
+    def start_operator(self) -> None:
+        self.stop_operator()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "MODELDEPLOY_LOCAL_DIR": str(self.local_dir),
+            "MODELDEPLOY_TICK_SECONDS": "0.5",
+            "MODELDEPLOY_ACT_SECONDS": "0.5",
+            "MODELDEPLOY_POLL_SECONDS": "2",
+            "MODELDEPLOY_RESYNC_SECONDS": "60",
+        }
+        with open(self.operator_log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "modeldeploy", "run", "--default-provider", "local"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # keeps running after `make demo` returns
+            )
+        self.operator_pid.write_text(str(proc.pid))
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited at start with code {proc.returncode}")
+        print(f"    pid {proc.pid}, log {self.operator_log}")
+
+    def apply_example(self) -> None:
+        doc = yaml.safe_load((ROOT / "manifests" / "examples" / "local.yaml").read_text())
+        doc["metadata"]["namespace"] = NAMESPACE
+        doc["spec"]["model"]["artifact"] = f"file://{self.model_dir / 'model.tar.gz'}"
+        doc["spec"]["model"]["metrics"] = f"file://{self.model_dir / 'evaluation.json'}"
+        with contextlib.suppress(RuntimeError):
+            self.kubectl("create", "namespace", NAMESPACE)
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    def watch(self, until: tuple[str, ...], timeout: float) -> None:
+        """A live table: one line each time a column of `kubectl get mdep` changes."""
+        deadline = time.monotonic() + timeout
+        last: tuple = ()
+        columns = ("LATEST", "APPROVAL", "STAGING", "PROD", "PHASE", "READY")
+        print(
+            "    "
+            + f"{'t':>6}  "
+            + "".join(f"{c:<10}" for c in columns[:2])
+            + f"{'':<12}"
+            + "".join(f"{c:<9}" for c in columns[2:4])
+            + f"{columns[4]:<19}{columns[5]:<7}MESSAGE"
+        )
+        while time.monotonic() < deadline:
+            status = self.resource().get("status") or {}
+            latest = status.get("latestVersion") or {}
+            ready = next(
+                (c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), ""
+            )
+            row = (
+                latest.get("version", ""),
+                latest.get("approvalStatus", ""),
+                (status.get("staging") or {}).get("version", ""),
+                (status.get("production") or {}).get("version", ""),
+                status.get("phase", ""),
+                ready,
+                status.get("message", ""),
+            )
+            if row != last:
+                print(
+                    f"    {self.elapsed()}  {row[0]!s:<10}{row[1]!s:<22}{row[2]!s:<9}"
+                    f"{row[3]!s:<9}{row[4]!s:<19}{row[5]!s:<7}{row[6]}",
+                    flush=True,
+                )
+                last = row
+            if status.get("phase") in until:
+                return
+            if status.get("phase") == "Failed":
+                raise RuntimeError(f"the pipeline failed: {status.get('message')}")
+            time.sleep(0.3)
+        raise RuntimeError(f"not {' or '.join(until)} after {timeout:.0f}s: {last}")
+
+    def score(self, url: str, rows: int | None = None) -> None:
+        data = np.loadtxt(self.model_dir / "heldout.csv", delimiter=",")
+        labels, features = data[:, 0], data[:, 1:]
+        if rows:
+            labels, features = labels[:rows], features[:rows]
+        body = "\n".join(",".join(repr(float(v)) for v in row) for row in features)
+        request = urllib.request.Request(
+            url, data=body.encode(), headers={"Content-Type": "text/csv"}, method="POST"
+        )
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            scores = np.array([float(x) for x in resp.read().decode().split()])
+        took = (time.perf_counter() - start) * 1000
+        print(f"    POST {url}: {len(scores)} rows in {took:.1f} ms")
+        for label, score in list(zip(labels, scores, strict=True))[:5]:
+            print(f"      label {int(label)}  score {score:.4f}")
+        if not rows:
+            print(f"    AUC on {len(scores)} held-out rows: {roc_auc_score(labels, scores):.4f}")
+
+    def explain(self, url: str) -> None:
+        print(f"""Look around:
+  export KUBECONFIG={self.kubeconfig}
+  {self._kubectl} -n {NAMESPACE} get mdep -o yaml
+  {self._kubectl} -n {NAMESPACE} get events
+  curl -s -H 'Content-Type: text/csv' --data-binary @<(head -3 {self.model_dir}/heldout.csv \\
+      | cut -d, -f2-) {url}
+  operator log: {self.operator_log}
+Stop everything: make down""")
+
+    # -- down -----------------------------------------------------------------------------------
+
+    def stop_operator(self) -> None:
+        if not self.operator_pid.exists():
+            return
+        pid = int(self.operator_pid.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        self.operator_pid.unlink(missing_ok=True)
+
+    def down(self) -> None:
+        if self.kubeconfig.exists():
+            with contextlib.suppress(Exception):
+                # With the operator still running, its finalizer stops the endpoints.
+                self.kubectl("-n", NAMESPACE, "delete", "mdep", "--all", "--timeout=30s")
+        self.stop_operator()
+        if self.local_dir.exists():  # whatever the finalizer did not get to
+            from modeldeploy.providers.local import LocalProvider
+
+            provider = LocalProvider(self.local_dir)
+            for name in provider.endpoints.names(""):
+                provider.delete_endpoint(name)
+        if (self.state / "cluster").exists():
+            print(
+                self.modeldeploy(
+                    "cluster", "down", "--state-dir", str(self.state / "cluster")
+                ).strip()
+            )
+        print("demo stopped")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state-dir", default=str(ROOT / ".cache" / "demo"))
+    args = parser.parse_args()
+    demo = Demo(Path(args.state_dir))
+    try:
+        demo.up() if args.action == "up" else demo.down()
+    except StepFailed:
+        print(f"{RED}The demo stopped. `make down` cleans up what it started.{RESET}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
