@@ -31,7 +31,8 @@ BUILDERS: dict[str, Builder] = {"sagemaker": _sagemaker, "local": _local}
 
 class ProviderFactory:
     def __init__(self, default: str | None = None, builders: dict[str, Builder] | None = None):
-        self.default = default or os.environ.get("MODELDEPLOY_DEFAULT_PROVIDER", "sagemaker")
+        # The embedded `local` provider unless the deployment says otherwise (the chart does).
+        self.default = default or os.environ.get("MODELDEPLOY_DEFAULT_PROVIDER", "local")
         self._builders = builders or BUILDERS
         self._cache: dict[tuple, Provider] = {}
 
