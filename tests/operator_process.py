@@ -92,11 +92,31 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}; last seen: {seen!r}\n{log}")
 
 
-def phase_is(kubeconfig: Path, namespace: str, name: str, phase: str) -> Callable[[], object]:
+def phase_is(
+    kubeconfig: Path, namespace: str, name: str, phase: str, **versions: int
+) -> Callable[[], object]:
+    """A probe: the status once it is in `phase` and each named stage serves its version
+    (`phase_is(..., "Deployed", production=2)`)."""
+
     def probe() -> object:
         status = get(kubeconfig, namespace, name).get("status") or {}
         keep = ("phase", "message", "observedGeneration", "registration", "stalled")
         probe.last = {k: status.get(k) for k in keep}  # type: ignore[attr-defined]
-        return status if status.get("phase") == phase else False
+        serving = all((status.get(s) or {}).get("version") == v for s, v in versions.items())
+        return status if status.get("phase") == phase and serving else False
 
     return probe
+
+
+def wait_ready(kubeconfig: Path, namespace: str, name: str, seconds: int = 90) -> None:
+    """`kubectl wait --for=condition=Ready`, as a user (or Flux, or Argo CD) would."""
+    kubectl(
+        kubeconfig,
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        f"mdep/{name}",
+        f"--timeout={seconds}s",
+        timeout=seconds + 10,
+    )

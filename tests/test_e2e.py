@@ -19,7 +19,7 @@ import pytest
 import yaml
 from emulator import REGION, Emulator
 from kube import kubectl
-from operator_process import OperatorProcess, get, phase_is, wait_for
+from operator_process import OperatorProcess, get, phase_is, wait_for, wait_ready
 
 from modeldeploy.training.train import train
 
@@ -237,16 +237,7 @@ def test_manual_example_through_both_gates(kubeconfig, ns, operator, emulator, s
     assert status["staging"]["endpointStatus"] == "InService"
 
     patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
-    kubectl(
-        kubeconfig,
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        f"mdep/{name}",
-        "--timeout=90s",
-        timeout=100,
-    )
+    wait_ready(kubeconfig, ns, name, 90)
     resource = get(kubeconfig, ns, name)
     assert resource["status"]["phase"] == "Deployed"
     assert resource["status"]["observedGeneration"] == resource["metadata"]["generation"]
@@ -369,38 +360,21 @@ def test_rollback_by_patching_promoted_version(kubeconfig, ns, operator, seed_mo
         "AwaitingPromotion", phase_is(kubeconfig, ns, name, "AwaitingPromotion"), operator=operator
     )
     patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
-    kubectl(
-        kubeconfig,
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        f"mdep/{name}",
-        "--timeout=90s",
-        timeout=100,
-    )
+    wait_ready(kubeconfig, ns, name, 90)
 
     model["artifact"] = f"file://{second_model.model_tar}"
     model["metrics"] = f"file://{second_model.evaluation}"
     patch_spec(kubeconfig, ns, name, {"model": model})
     status = wait_for(
         "AwaitingPromotion of version 2",
-        lambda: (
-            (s := get(kubeconfig, ns, name)["status"])["phase"] == "AwaitingPromotion"
-            and s["staging"].get("version") == 2
-            and s
-        ),
+        phase_is(kubeconfig, ns, name, "AwaitingPromotion", staging=2),
         operator=operator,
     )
     assert status["production"]["version"] == 1
     patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 2}})
     status = wait_for(
         "production on version 2",
-        lambda: (
-            (s := get(kubeconfig, ns, name)["status"])["phase"] == "Deployed"
-            and s["production"].get("version") == 2
-            and s
-        ),
+        phase_is(kubeconfig, ns, name, "Deployed", production=2),
         operator=operator,
     )
     assert status["production"]["previousVersion"] == 1
@@ -408,23 +382,10 @@ def test_rollback_by_patching_promoted_version(kubeconfig, ns, operator, seed_mo
     patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
     status = wait_for(
         "rollback to version 1",
-        lambda: (
-            (s := get(kubeconfig, ns, name)["status"])["phase"] == "Deployed"
-            and s["production"].get("version") == 1
-            and s
-        ),
+        phase_is(kubeconfig, ns, name, "Deployed", production=1),
         operator=operator,
     )
     assert status["production"]["previousVersion"] == 2
-    kubectl(
-        kubeconfig,
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        f"mdep/{name}",
-        "--timeout=30s",
-        timeout=40,
-    )
+    wait_ready(kubeconfig, ns, name, 30)
     row = kubectl(kubeconfig, "-n", ns, "get", "mdep", "--no-headers").stdout.split()
     assert row[4:8] == ["2", "1", "Deployed", "True"]  # STAGING 2, PROD 1

@@ -438,24 +438,30 @@ def plan(
     else:
         conds["Approved"] = ("False", "AwaitingApproval", gate)
 
+    def stage(name: Stage, target: ModelVersion | None, capture: int, dest: str | None):
+        spec_stage = spec.staging if name == "staging" else spec.production
+        outcome = _plan_stage(
+            name,
+            target=target,
+            instance_type=spec_stage.instanceType,
+            count=spec_stage.instanceCount,
+            capture=capture,
+            capture_destination=dest,
+            old=status.get(name) or {},
+            endpoint=observed.staging if name == "staging" else observed.production,
+            status=status,
+            ctx=ctx,
+        )
+        new[name] = outcome.status
+        events.extend(outcome.events)
+        actions.extend(outcome.actions)
+        return outcome
+
     # 4. Staging serves the newest approved version.
     candidate = newest_approved(observed)
-    sp = spec.staging
-    staging = _plan_stage(
-        "staging",
-        target=candidate,
-        instance_type=sp.instanceType,
-        count=sp.instanceCount,
-        capture=sp.dataCapturePercent,
-        capture_destination=sp.dataCaptureDestination,
-        old=status.get("staging") or {},
-        endpoint=observed.staging,
-        status=status,
-        ctx=ctx,
+    staging = stage(
+        "staging", candidate, spec.staging.dataCapturePercent, spec.staging.dataCaptureDestination
     )
-    new["staging"] = staging.status
-    events += staging.events
-    actions += staging.actions
 
     smoke, smoke_msg = "absent", ""
     if candidate and staging.state == "serving":
@@ -464,22 +470,7 @@ def plan(
 
     # 5. Production serves the promoted version.
     target, blocked, waiting = _production_target(spec, observed, candidate, smoke_ok, status)
-    pp = spec.production
-    production = _plan_stage(
-        "production",
-        target=target,
-        instance_type=pp.instanceType,
-        count=pp.instanceCount,
-        capture=0,
-        capture_destination=None,
-        old=status.get("production") or {},
-        endpoint=observed.production,
-        status=status,
-        ctx=ctx,
-    )
-    new["production"] = production.status
-    events += production.events
-    actions += production.actions
+    production = stage("production", target, 0, None)
 
     # 6. Conditions and phase, most urgent first.
     stall_record = staging.stall or production.stall

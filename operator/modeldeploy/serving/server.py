@@ -368,7 +368,7 @@ def run(
         loop.close()
 
 
-def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket (IPv6 if `host` is an IPv6 address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=reuse_port)
+    return socket.create_server((host, port), family=family, backlog=2048)

@@ -83,14 +83,16 @@ def serve_main(
         log.error("modeldeploy serve: cannot listen on %s:%d: %s", host, port, exc)
         return 2
     bound = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
     info = loaded.info
     banner = (
         f"serving {model} (xgboost {info.version_str} {info.format.upper()}, "
-        f"{loaded.num_feature} features, {info.objective}) on http://{host}:{bound} "
+        f"{loaded.num_feature} features, {info.objective}) on http://{url_host}:{bound} "
         f"with {workers} worker{'s' if workers > 1 else ''}"
     )
     if workers == 1:
-        server.run(loaded, sock, max_body, on_ready=lambda: log.info("%s", banner))
+        with sock:
+            server.run(loaded, sock, max_body, on_ready=lambda: log.info("%s", banner))
         log.info("stopped")
         return 0
     del loaded  # each worker loads its own copy; the parent only checked it
