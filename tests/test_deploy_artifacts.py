@@ -9,6 +9,7 @@ for least-privilege RBAC and a locked-down operator pod, then sent to a real API
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -23,8 +24,12 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 from kube import kubectl, kubectl_path
+from kubernetes import config as k8s_config
 
 from modeldeploy.cli import build_parser
+from modeldeploy.cluster import ControlPlane
+from modeldeploy.providers.local.kube_endpoints import KubernetesEndpoints, Settings
+from modeldeploy.providers.local.registry import Registry
 
 # The session fixtures `control_plane` and `kubeconfig`.
 pytest_plugins = ["kube"]
@@ -49,6 +54,14 @@ EXPECTED_GRANTS = {
 }
 # Namespaced mode only: kopf lists/watches namespaces to resolve the watched patterns.
 NAMESPACE_GRANTS = {("", "namespaces"): {"list", "watch"}}
+# Provider local with kubernetes hosting only, as a Role in the endpoints' namespace: a
+# Deployment and a Service per endpoint (PUT to change a pod template), pods listed to explain
+# why an endpoint is not ready.
+ENDPOINT_GRANTS = {
+    ("apps", "deployments"): {"get", "list", "create", "update", "delete"},
+    ("", "services"): {"get", "create", "delete"},
+    ("", "pods"): {"list"},
+}
 SENSITIVE = {"secrets", "configmaps", "pods/exec", "serviceaccounts/token", "tokenreviews"}
 
 # IRSA, an emulator endpoint, namespaced mode and the other provider: every optional branch.
@@ -172,6 +185,8 @@ def test_helm_lint_passes_strict(helm: Helm, values: dict[str, Any], tmp_path: P
         ("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=md-op", "role-arn"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("provder=local", "provder"),
+        ("local.hosting=pods", "hosting"),
+        ("local.endpointNamespace=ML_Endpoints", "endpointNamespace"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Helm, setting: str, field: str) -> None:
@@ -193,6 +208,9 @@ def test_chart_defaults_render_the_operator(chart_default: list[dict[str, Any]])
     assert container["image"] == "modeldeploy:0.1.0"
     assert env_of(container)["MODELDEPLOY_DEFAULT_PROVIDER"] == "sagemaker"
     assert env_of(container)["AWS_REGION"] == "us-east-1"
+    assert not any(
+        e.startswith(("MODELDEPLOY_LOCAL", "MODELDEPLOY_END")) for e in env_of(container)
+    )
     assert not any(a.startswith("--namespace") for a in container["args"])
     assert "annotations" not in one(chart_default, "ServiceAccount")["metadata"]
     assert rbac_grants(one(chart_default, "ClusterRole")) == EXPECTED_GRANTS
@@ -214,6 +232,13 @@ def test_chart_renders_irsa_extra_env_and_namespaced_mode(
     assert args.namespace == ["team-a", "team-b"]
     assert args.log_level == "debug"
     assert rbac_grants(one(chart_full, "ClusterRole")) == EXPECTED_GRANTS | NAMESPACE_GRANTS
+    # provider local hosts its endpoints in the release namespace by default, with a Role there.
+    assert env["MODELDEPLOY_LOCAL_HOSTING"] == "kubernetes"
+    assert env["MODELDEPLOY_ENDPOINT_NAMESPACE"] == NAMESPACE
+    assert env["MODELDEPLOY_SERVE_IMAGE"] == container["image"]
+    role = one(chart_full, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rbac_grants(role) == ENDPOINT_GRANTS
     pod = one(chart_full, "Deployment")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == FULL_VALUES["nodeSelector"]
     assert pod["tolerations"] == FULL_VALUES["tolerations"]
@@ -237,6 +262,39 @@ def test_kustomize_base_builds_with_the_crd(kustomized: list[dict[str, Any]]) ->
     assert container["image"] == "modeldeploy:0.1.0"
     assert env_of(container)["MODELDEPLOY_DEFAULT_PROVIDER"] == "sagemaker"
     assert "AWS_REGION" in env_of(container)
+
+
+def test_local_provider_rbac_follows_its_hosting(
+    helm: Helm, chart_default: list[dict[str, Any]]
+) -> None:
+    """Deployments and Services are granted only where the local provider runs endpoints."""
+    process = documents(
+        render_chart(helm, "--set", "provider=local", "--set", "local.hosting=process")
+    )
+    assert not [o for o in process if o["kind"] in ("Role", "RoleBinding")]
+    env = env_of(operator_container(one(process, "Deployment")))
+    assert env["MODELDEPLOY_LOCAL_HOSTING"] == "process"
+    assert "MODELDEPLOY_ENDPOINT_NAMESPACE" not in env
+
+    sagemaker = documents(render_chart(helm, "--set", "local.hosting=kubernetes"))
+    assert not [o for o in sagemaker if o["kind"] in ("Role", "RoleBinding")]
+
+    values = ["--set", "provider=local", "--set", "local.endpointNamespace=ml-endpoints"]
+    values += ["--set", "local.serveImage=registry.example/serve:1", "--set", "local.workers=2"]
+    objs = documents(render_chart(helm, *values))
+    role, binding = one(objs, "Role"), one(objs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ml-endpoints"
+    assert rbac_grants(role) == ENDPOINT_GRANTS
+    assert one(objs, "ClusterRole")["rules"] == one(chart_default, "ClusterRole")["rules"]
+    env = env_of(operator_container(one(objs, "Deployment")))
+    settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+    assert settings.namespace == "ml-endpoints"
+    assert settings.image == "registry.example/serve:1"
+    assert env["MODELDEPLOY_LOCAL_WORKERS"] == "2"
+    assert settings.resources_for("ml.m5.large") == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
 
 
 # --- RBAC and the pod, for every rendering ----------------------------------------------------
@@ -281,6 +339,16 @@ def test_rbac_is_least_privilege(rendering: str, request: pytest.FixtureRequest)
     ]
     pod = one(objs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    # A Role, if any, is the local provider's, and its binding names the same ServiceAccount.
+    for role in (o for o in objs if o["kind"] == "Role"):
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert not any("*" in item for item in rule[key]), f"wildcard in {rule}"
+        assert rbac_grants(role) == ENDPOINT_GRANTS
+        (bound,) = [o for o in objs if o["kind"] == "RoleBinding"]
+        assert bound["metadata"]["namespace"] == role["metadata"]["namespace"]
+        assert bound["roleRef"]["name"] == role["metadata"]["name"]
+        assert bound["subjects"] == binding["subjects"]
 
 
 def operator_container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -538,3 +606,96 @@ def test_api_server_grants_the_role_exactly(
             assert can_i(verb, resource) == "no", f"{user} may {verb} {resource}"
     finally:
         kubectl(kubeconfig, "delete", "clusterrolebinding,clusterrole", name, "--wait=false")
+
+
+def test_operator_identity_runs_local_endpoints_in_their_namespace_only(
+    control_plane: ControlPlane, kubeconfig: Path, helm: Helm, tmp_path: Path
+) -> None:
+    """The chart's Role for provider local, bound for real: the operator's ServiceAccount may
+    manage Deployments and Services in the endpoints' namespace and nowhere else, still reads no
+    Secret, and the endpoints backend, configured from the chart's env and authenticated as
+    that ServiceAccount, does its whole job with exactly these rights."""
+    suffix = secrets.token_hex(3)
+    release_ns, endpoints_ns = f"md-sys-{suffix}", f"md-eps-{suffix}"
+    for ns in (release_ns, endpoints_ns):
+        kubectl(kubeconfig, "create", "namespace", ns)
+    values = ["--set", "provider=local", "--set", f"local.endpointNamespace={endpoints_ns}"]
+    objs = documents(render_chart(helm, *values, release=f"md-{suffix}", ns=release_ns))
+    kubectl(
+        kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all([one(objs, "Role"), one(objs, "RoleBinding")]),
+    )
+    sa = one(objs, "ServiceAccount")["metadata"]["name"]
+    user = f"system:serviceaccount:{release_ns}:{sa}"
+
+    def can_i(verb: str, resource: str, ns: str) -> str:
+        args = ("auth", "can-i", verb, resource, f"--as={user}", "-n", ns)
+        return kubectl(kubeconfig, *args, check=False).stdout.strip()
+
+    for verb, resource in [
+        ("create", "deployments.apps"),
+        ("update", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("create", "services"),
+        ("delete", "services"),
+        ("list", "pods"),
+    ]:
+        assert can_i(verb, resource, endpoints_ns) == "yes", f"{user} may not {verb} {resource}"
+    for verb, resource, ns in [
+        ("get", "secrets", endpoints_ns),
+        ("list", "secrets", endpoints_ns),
+        ("get", "configmaps", endpoints_ns),
+        ("create", "pods", endpoints_ns),
+        ("create", "pods/exec", endpoints_ns),
+        ("patch", "services", endpoints_ns),
+        ("create", "deployments.apps", release_ns),
+        ("create", "deployments.apps", "default"),
+        ("create", "services", release_ns),
+    ]:
+        assert can_i(verb, resource, ns) == "no", f"{user} may {verb} {resource} in {ns}"
+
+    # The backend as the operator runs it: settings from the chart's env, the SA's identity.
+    env = env_of(operator_container(one(objs, "Deployment")))
+    settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+    assert settings.namespace == endpoints_ns
+    registry = Registry(tmp_path / "registry.db")
+    registry.ensure_group("churn", None)
+    version = registry.register(
+        "churn",
+        source="s3://models/churn/1/model.tar.gz",
+        artifact=tmp_path / "model.tar.gz",
+        digest="a" * 64,
+        framework_version="3.2-0",
+        metrics={},
+    )
+    as_operator = k8s_config.new_client_from_config(
+        config_file=str(control_plane.user_kubeconfig(user))
+    )
+    backend = KubernetesEndpoints(registry, settings=settings, api=as_operator)
+    name = f"rbac-{suffix}-staging"
+    backend.deploy(name, f"{name}-c1", version.artifact)
+    assert backend.check(name).status == "Creating"
+    dep = json.loads(
+        kubectl(kubeconfig, "get", "deployment", name, "-n", endpoints_ns, "-o", "json").stdout
+    )
+    done = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
+    # No controller-manager runs here: write the rollout's completion as it would.
+    kubectl(
+        kubeconfig,
+        *("patch", "deployment", name, "-n", endpoints_ns, "--subresource=status"),
+        *("--type=merge", "-p", json.dumps({"status": done})),
+    )
+    assert backend.check(name).status == "InService"  # records it: an update (PUT)
+    backend.deploy(name, f"{name}-c2", version.artifact, instance_count=2)  # another PUT
+    assert backend.check(name).status == "Updating"
+    assert backend.names("rbac-") == [name]
+    assert backend.delete(name) is True

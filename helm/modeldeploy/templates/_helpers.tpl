@@ -43,3 +43,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "modeldeploy.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* "true" when the local provider runs its endpoints as Deployments in the cluster. */}}
+{{- define "modeldeploy.localInCluster" -}}
+{{- if and (eq .Values.provider "local") (eq .Values.local.hosting "kubernetes") }}true{{ end }}
+{{- end }}
+
+{{- define "modeldeploy.endpointNamespace" -}}
+{{- default .Release.Namespace .Values.local.endpointNamespace }}
+{{- end }}

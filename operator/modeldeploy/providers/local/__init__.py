@@ -1,7 +1,9 @@
 """The embedded `local` provider: the whole pipeline on one machine, no AWS account.
 
 Registry: a SQLite file. Artifacts: a content-addressed store. Endpoints: supervised
-`modeldeploy serve` processes on loopback that speak the SageMaker XGBoost container contract.
+`modeldeploy serve` processes on loopback that speak the SageMaker XGBoost container contract,
+or, with MODELDEPLOY_LOCAL_HOSTING=kubernetes, a Deployment and a Service per endpoint running
+the same server in the cluster (kube_endpoints.py).
 State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy).
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modeldeploy import naming
 from modeldeploy.providers.base import TerminalError
@@ -17,7 +20,12 @@ from modeldeploy.providers.local.registry import Registry
 from modeldeploy.providers.local.store import ArtifactStore
 from modeldeploy.reconcile.actions import DeployEndpoint
 from modeldeploy.remote import Endpoint, InvokeResult, ModelVersion, Observed
-from modeldeploy.spec import ModelDeploymentSpec
+from modeldeploy.spec import ModelDeploymentSpec, SpecError
+
+if TYPE_CHECKING:
+    from modeldeploy.providers.local.kube_endpoints import KubernetesEndpoints
+
+HOSTINGS = ("process", "kubernetes")
 
 
 def default_root() -> Path:
@@ -34,7 +42,23 @@ class LocalProvider:
         self.root = root or default_root()
         self.registry = Registry(self.root / "registry.db")
         self.store = ArtifactStore(self.root)
-        self.endpoints = Endpoints(self.registry, self.root, workers=workers)
+        self.hosting = os.environ.get("MODELDEPLOY_LOCAL_HOSTING") or "process"
+        self.endpoints = self._endpoints(workers)
+
+    def _endpoints(self, workers: int) -> Endpoints | KubernetesEndpoints:
+        if self.hosting == "process":
+            return Endpoints(self.registry, self.root, workers=workers)
+        if self.hosting == "kubernetes":
+            # Imported here: the kubernetes client is needed only for this hosting.
+            from modeldeploy.providers.local.kube_endpoints import KubernetesEndpoints
+
+            try:
+                return KubernetesEndpoints(self.registry, workers=workers)
+            except TerminalError as err:  # no cluster to talk to, or bad settings
+                raise SpecError(f"local provider, kubernetes hosting: {err}") from err
+        raise SpecError(
+            f"MODELDEPLOY_LOCAL_HOSTING={self.hosting!r}: expected one of {', '.join(HOSTINGS)}"
+        )
 
     def observe(
         self, spec: ModelDeploymentSpec, status: dict, *, namespace: str, name: str
@@ -78,7 +102,13 @@ class LocalProvider:
         version = self.registry.version_by_arn(action.version_arn)
         if version is None:
             raise TerminalError(f"model package {action.version_arn} does not exist")
-        self.endpoints.deploy(action.endpoint_name, action.config_name, version.artifact)
+        # In a cluster, the instance type picks the pods' resources and the count their replicas.
+        sizing = (
+            {"instance_type": action.instance_type, "instance_count": action.instance_count}
+            if self.hosting == "kubernetes"
+            else {}
+        )
+        self.endpoints.deploy(action.endpoint_name, action.config_name, version.artifact, **sizing)
 
     def invoke(self, endpoint_name: str, payload: str, content_type: str) -> InvokeResult:
         return self.endpoints.invoke(endpoint_name, payload, content_type)

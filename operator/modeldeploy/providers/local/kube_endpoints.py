@@ -1,0 +1,637 @@
+"""In-cluster endpoints of the local provider: a Deployment and a Service per endpoint.
+
+The pods run the same `modeldeploy serve` as the process backend, from the operator's image. A
+pod cannot read the operator's artifact store, so an init container downloads the artifact from
+the version's source (s3:// or http(s)://) and checks it against the digest the operator
+recorded when it inspected and registered those bytes (`modeldeploy.providers.local.fetch`).
+
+Statuses follow SageMaker's life cycle, read from the Deployment controller's status:
+Creating until the rollout of the current generation is complete, then InService; Failed when a
+new endpoint's rollout passes its progress deadline. An update replaces the pod template and
+rolls with maxUnavailable 0, so the old pods serve until the new ones are ready (Updating);
+when the update passes its deadline, the backend puts the previous template back (kept in an
+annotation while the update runs) and reports InService with a failure reason naming the failed
+config, as SageMaker does. All bookkeeping lives in the Deployment's annotations, so a restarted
+operator picks up where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from modeldeploy import __version__
+from modeldeploy.providers.base import ProviderError, TerminalError, TransientError
+from modeldeploy.providers.local.registry import Registry
+from modeldeploy.remote import TRANSITIONAL_ENDPOINT_STATUSES, Endpoint, InvokeResult
+
+PORT = 8080
+MODEL_PATH = "/models/model.tar.gz"
+UID = 65532  # the image's non-root user
+MANAGED_BY = "app.kubernetes.io/managed-by"
+ENDPOINT_LABEL = "modeldeploy.dev/endpoint"
+CONFIG_KEY = "modeldeploy.dev/config"  # label and annotation of the pod template
+NAME_ANNOTATION = "modeldeploy.dev/endpoint-name"
+IN_SERVICE = "modeldeploy.dev/in-service-config"  # the config whose rollout last completed
+PREVIOUS = "modeldeploy.dev/previous"  # replicas and template to roll back to, during an update
+FAILURE = "modeldeploy.dev/failure-reason"
+FETCHABLE = ("s3", "http", "https")
+FILE_REFUSED = (
+    "the local provider in a cluster needs s3:// or https:// artifacts; file:// paths are not "
+    "visible to endpoint pods"
+)
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Non-secret settings the init container needs to reach S3 as the operator does. Credentials
+# come from the endpoint pods' own identity (IRSA) or MODELDEPLOY_ENDPOINT_ENV, never copied.
+PASSTHROUGH_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+URL_TEMPLATE = "http://{service}.{namespace}.svc:8080/invocations"
+TIMEOUT = 30
+
+
+def default_namespace() -> str:
+    try:
+        return SA_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _json_env(environ: Mapping[str, str], var: str, default: Any) -> Any:
+    text = environ.get(var)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise TerminalError(f"{var} is not valid JSON: {err}") from err
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How endpoint pods are made; the chart sets these through the environment."""
+
+    namespace: str
+    image: str = f"modeldeploy:{__version__}"
+    pull_policy: str = "IfNotPresent"
+    service_account: str = ""
+    # instanceType -> {requests, limits}; "default" for any other type.
+    resources: dict[str, dict] = field(default_factory=lambda: {"default": DEFAULT_RESOURCES})
+    extra_env: list[dict] = field(default_factory=list)
+    progress_deadline: int = 600
+    url_template: str = URL_TEMPLATE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        passthrough = [{"name": v, "value": environ[v]} for v in PASSTHROUGH_ENV if v in environ]
+        deadline = environ.get("MODELDEPLOY_ENDPOINT_PROGRESS_DEADLINE", "600")
+        if not deadline.isdigit():
+            raise TerminalError(f"MODELDEPLOY_ENDPOINT_PROGRESS_DEADLINE={deadline!r}: not seconds")
+        return cls(
+            namespace=environ.get("MODELDEPLOY_ENDPOINT_NAMESPACE") or default_namespace(),
+            image=environ.get("MODELDEPLOY_SERVE_IMAGE") or cls.image,
+            pull_policy=environ.get("MODELDEPLOY_SERVE_IMAGE_PULL_POLICY") or cls.pull_policy,
+            service_account=environ.get("MODELDEPLOY_ENDPOINT_SERVICE_ACCOUNT", ""),
+            resources=_json_env(environ, "MODELDEPLOY_ENDPOINT_RESOURCES", None)
+            or {"default": DEFAULT_RESOURCES},
+            extra_env=passthrough + _json_env(environ, "MODELDEPLOY_ENDPOINT_ENV", []),
+            progress_deadline=int(deadline),
+            url_template=environ.get("MODELDEPLOY_ENDPOINT_URL_TEMPLATE") or URL_TEMPLATE,
+        )
+
+    def resources_for(self, instance_type: str) -> dict:
+        return self.resources.get(instance_type) or self.resources.get("default") or {}
+
+
+def api_client() -> k8s.ApiClient:
+    """In a pod, its ServiceAccount; elsewhere the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    cfg = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    except k8s_config.ConfigException:
+        try:
+            # Read KUBECONFIG now: the client's own default is fixed when it is imported.
+            path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+            k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+        except (k8s_config.ConfigException, OSError) as err:
+            raise TerminalError(f"no in-cluster config and no usable kubeconfig: {err}") from err
+    return k8s.ApiClient(cfg)
+
+
+def k8s_name(endpoint: str) -> str:
+    """Endpoint names are <= 51 chars of [A-Za-z0-9-]; Service names must be DNS-1035 labels."""
+    name = endpoint.lower()
+    return name if name[:1].isalpha() else f"md-{name}"
+
+
+def selector(kname: str) -> dict[str, str]:
+    return {MANAGED_BY: "modeldeploy", ENDPOINT_LABEL: kname}
+
+
+def _owned(obj: dict) -> bool:
+    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY) == "modeldeploy"
+
+
+def _detail(err: k8s.ApiException) -> str:
+    try:
+        return json.loads(err.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
+
+
+class _Api:
+    """The few calls the backend makes, with plain JSON dicts in and out (no model classes)."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.apps = k8s.AppsV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+
+    def __call__(
+        self, what: str, call: Callable[..., Any], *args: Any, ok: tuple = (), **kwargs: Any
+    ) -> Any:
+        """The answer as a dict, or None when the API answered a status in `ok`."""
+        try:
+            resp = call(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+        except k8s.ApiException as err:
+            if err.status in ok:
+                return None
+            message = f"{what}: HTTP {err.status}: {_detail(err)}"
+            if err.status in (401, 403):
+                raise TerminalError(f"{message} (the operator's RBAC must allow it)") from err
+            if err.status in (409, 429) or err.status >= 500:
+                raise TransientError(message) from err
+            raise TerminalError(message) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise TransientError(f"{what}: {err}") from err
+        return json.loads(resp.data or b"{}")
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    """What the Deployment says about its rollout, read from spec, status and annotations."""
+
+    config: str  # the config of the current pod template
+    in_service: str
+    previous: str | None
+    failure: str
+    complete: bool  # the current generation is fully rolled out and available
+    serving: bool  # some pod is available, of whichever template
+    deadline: str | None  # ProgressDeadlineExceeded for the current generation: its message
+    deleting: bool
+
+    @classmethod
+    def of(cls, dep: dict) -> _Rollout:
+        meta, spec, st = dep["metadata"], dep["spec"], dep.get("status") or {}
+        ann = meta.get("annotations") or {}
+        template_ann = spec["template"]["metadata"].get("annotations") or {}
+        current = st.get("observedGeneration", 0) >= meta.get("generation", 1)
+        updated = st.get("updatedReplicas", 0)
+        complete = (
+            current
+            and updated >= spec.get("replicas", 1)
+            and st.get("replicas", 0) <= updated  # no old pod left
+            and st.get("availableReplicas", 0) >= updated
+        )
+        deadline = next(
+            (
+                c.get("message") or "rollout timed out"
+                for c in st.get("conditions") or []
+                if c.get("type") == "Progressing"
+                and c.get("status") == "False"
+                and c.get("reason") == "ProgressDeadlineExceeded"
+            ),
+            None,
+        )
+        return cls(
+            config=template_ann.get(CONFIG_KEY, ""),
+            in_service=ann.get(IN_SERVICE, ""),
+            previous=ann.get(PREVIOUS),
+            failure=ann.get(FAILURE, ""),
+            complete=bool(complete),
+            serving=st.get("availableReplicas", 0) >= 1,
+            deadline=deadline if current else None,
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+def _pod_trouble(pod: dict) -> list[str]:
+    """Why a pod is not ready, in the words of the kubelet and the scheduler."""
+    found = []
+    st = pod.get("status") or {}
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            found.append(f"not scheduled: {cond.get('message') or cond.get('reason')}")
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        ended = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
+        if ended and ended.get("exitCode"):
+            text = (ended.get("message") or ended.get("reason") or "").strip()
+            found.append(f"{cs['name']} exited {ended['exitCode']}: {text}")
+        elif waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+            found.append(f"{cs['name']}: {waiting['reason']}: {waiting.get('message', '')}")
+    return found
+
+
+class KubernetesEndpoints:
+    """The endpoints backend for a cluster: same methods and statuses as `Endpoints`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        workers: int = 1,
+        settings: Settings | None = None,
+        api: k8s.ApiClient | None = None,
+    ) -> None:
+        self.registry = registry
+        self.workers = workers
+        self.settings = settings or Settings.from_env()
+        self.namespace = self.settings.namespace
+        self.kube = _Api(api or api_client())
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def url(self, kname: str) -> str:
+        return self.settings.url_template.format(service=kname, namespace=self.namespace)
+
+    def source_of(self, model: str) -> tuple[str, str]:
+        """The URI a pod can fetch `model` (the store's copy) from, and its sha256."""
+        with self.registry.db() as db:
+            rows = db.execute(
+                "SELECT source, digest FROM versions WHERE artifact = ? ORDER BY created DESC",
+                (model,),
+            ).fetchall()
+        if not rows:
+            raise TerminalError(f"no registered version has the artifact {model}")
+        # The store is content-addressed: every version with these bytes shares the path, and
+        # any fetchable source of them will do, since the pod checks the digest.
+        for row in rows:
+            if urlparse(row["source"]).scheme in FETCHABLE:
+                return row["source"], row["digest"]
+        raise TerminalError(f"{FILE_REFUSED} (source: {rows[0]['source']})")
+
+    def _container(self, name: str, command: list[str], resources: dict) -> dict:
+        return {
+            "name": name,
+            "image": self.settings.image,
+            "imagePullPolicy": self.settings.pull_policy,
+            "command": command,
+            "resources": resources,
+            "terminationMessagePolicy": "FallbackToLogsOnError",  # a failure's last words
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+
+    def pod_template(
+        self, kname: str, config: str, source: str, digest: str, instance_type: str
+    ) -> dict:
+        resources = self.settings.resources_for(instance_type)
+        fetch = self._container(
+            "fetch",
+            [
+                *("python", "-m", "modeldeploy.providers.local.fetch"),
+                *("--source", source, "--sha256", digest, "--dest", MODEL_PATH),
+            ],
+            resources,
+        )
+        fetch["env"] = list(self.settings.extra_env)
+        fetch["volumeMounts"] = [
+            {"name": "models", "mountPath": "/models"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
+        server = self._container(
+            "server",
+            [
+                *("modeldeploy", "serve", "--model", MODEL_PATH, "--host", "0.0.0.0"),
+                *("--port", str(PORT), "--workers", str(self.workers)),
+            ],
+            resources,
+        )
+        ping = {"httpGet": {"path": "/ping", "port": "http"}, "timeoutSeconds": 2}
+        server.update(
+            ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            # Loading a large model takes a while; liveness starts once it answers.
+            startupProbe={**ping, "periodSeconds": 2, "failureThreshold": 90},
+            readinessProbe={**ping, "periodSeconds": 5, "failureThreshold": 2},
+            livenessProbe={**ping, "periodSeconds": 10, "failureThreshold": 3},
+            volumeMounts=[
+                {"name": "models", "mountPath": "/models", "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        )
+        spec: dict[str, Any] = {
+            "automountServiceAccountToken": False,  # the server never calls the API
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": UID,
+                "runAsGroup": UID,
+                "fsGroup": UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "initContainers": [fetch],
+            "containers": [server],
+            "volumes": [
+                {"name": "models", "emptyDir": {"sizeLimit": "2560Mi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            ],
+        }
+        if self.settings.service_account:
+            spec["serviceAccountName"] = self.settings.service_account
+        return {
+            "metadata": {
+                "labels": {**selector(kname), CONFIG_KEY: config},
+                "annotations": {CONFIG_KEY: config},
+            },
+            "spec": spec,
+        }
+
+    def _metadata(self, name: str, kname: str) -> dict:
+        labels = {**selector(kname), "app.kubernetes.io/name": "modeldeploy-endpoint"}
+        return {
+            "name": kname,
+            "namespace": self.namespace,
+            "labels": labels,
+            "annotations": {NAME_ANNOTATION: name},
+        }
+
+    def deployment(self, name: str, template: dict, replicas: int) -> dict:
+        kname = k8s_name(name)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._metadata(name, kname),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector(kname)},
+                # Old pods serve until new ones are ready, as in a SageMaker update.
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                },
+                "progressDeadlineSeconds": self.settings.progress_deadline,
+                "revisionHistoryLimit": 3,
+                "template": template,
+            },
+        }
+
+    def service(self, name: str) -> dict:
+        kname = k8s_name(name)
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._metadata(name, kname),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector(kname),
+                "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+
+    # -- API helpers -----------------------------------------------------------------------------
+
+    def _get_deployment(self, kname: str) -> dict | None:
+        dep = self.kube(
+            f"reading deployment {self.namespace}/{kname}",
+            self.kube.apps.read_namespaced_deployment,
+            kname,
+            self.namespace,
+            ok=(404,),
+        )
+        if dep is not None and not _owned(dep):
+            raise TerminalError(
+                f"deployment {self.namespace}/{kname} exists and is not managed by modeldeploy"
+            )
+        return dep
+
+    def _get_service(self, kname: str) -> dict | None:
+        return self.kube(
+            f"reading service {self.namespace}/{kname}",
+            self.kube.core.read_namespaced_service,
+            kname,
+            self.namespace,
+            ok=(404,),
+        )
+
+    def _replace(self, dep: dict) -> None:
+        # PUT with the resourceVersion just read: a concurrent writer makes it fail (409).
+        kname = dep["metadata"]["name"]
+        self.kube(
+            f"updating deployment {self.namespace}/{kname}",
+            self.kube.apps.replace_namespaced_deployment,
+            kname,
+            self.namespace,
+            dep,
+        )
+
+    def _ensure_service(self, name: str) -> None:
+        kname = k8s_name(name)
+        svc = self._get_service(kname)
+        if svc is not None:
+            if not _owned(svc):
+                raise TerminalError(
+                    f"service {self.namespace}/{kname} exists and is not managed by modeldeploy"
+                )
+            return
+        self._create("service", self.kube.core.create_namespaced_service, self.service(name))
+
+    def _create(self, kind: str, call: Callable[..., Any], body: dict) -> bool:
+        """Create `body`; False when it already exists."""
+        what = f"creating {kind} {self.namespace}/{body['metadata']['name']}"
+        try:
+            return self.kube(what, call, self.namespace, body, ok=(409,)) is not None
+        except TerminalError as err:
+            if "HTTP 404" in str(err):  # the namespace itself is missing
+                raise TerminalError(
+                    f"{what}: namespace {self.namespace} does not exist (it holds the local "
+                    "provider's endpoints: create it, or set MODELDEPLOY_ENDPOINT_NAMESPACE)"
+                ) from err
+            raise
+
+    def _pod_trouble(self, kname: str, config: str) -> str:
+        try:
+            pods = self.kube(
+                "listing endpoint pods",
+                self.kube.core.list_namespaced_pod,
+                self.namespace,
+                label_selector=f"{ENDPOINT_LABEL}={kname},{CONFIG_KEY}={config}",
+            )
+        except ProviderError:
+            return ""  # the reason is a courtesy; the status does not depend on it
+        found = [t for pod in pods.get("items", []) for t in _pod_trouble(pod)]
+        unique = list(dict.fromkeys(found))[:3]
+        return f" ({'; '.join(unique)})" if unique else ""
+
+    # -- the life cycle --------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        config: str,
+        model: str,
+        *,
+        instance_type: str = "",
+        instance_count: int = 1,
+    ) -> None:
+        """Create the endpoint, or start rolling it to `config`; returns once accepted."""
+        source, digest = self.source_of(model)
+        kname = k8s_name(name)
+        template = self.pod_template(kname, config, source, digest, instance_type)
+        dep = self._get_deployment(kname)  # refuses one that modeldeploy did not create
+        self._ensure_service(name)
+        if dep is None:
+            wanted = self.deployment(name, template, instance_count)
+            if not self._create("deployment", self.kube.apps.create_namespaced_deployment, wanted):
+                raise TransientError(f"deployment {self.namespace}/{kname} appeared meanwhile")
+            return
+        if _Rollout.of(dep).config == config:
+            return
+        endpoint = self.check(name)  # settles a finished rollout or rolls a failed one back
+        if endpoint is None:
+            raise TransientError(f"endpoint {name} disappeared meanwhile")
+        if endpoint.status in TRANSITIONAL_ENDPOINT_STATUSES:
+            raise TransientError(f"endpoint {name} is {endpoint.status}")
+        if endpoint.status == "Failed":
+            raise ProviderError(f"endpoint {name} is Failed: delete it first")
+        dep = self._get_deployment(kname)
+        if dep is None:
+            raise TransientError(f"endpoint {name} disappeared meanwhile")
+        rollout = _Rollout.of(dep)
+        if rollout.config == config:
+            return
+        ann = dep["metadata"].setdefault("annotations", {})
+        previous = {"replicas": dep["spec"].get("replicas", 1), "template": dep["spec"]["template"]}
+        ann[PREVIOUS] = json.dumps(previous, sort_keys=True, separators=(",", ":"))
+        ann.pop(FAILURE, None)
+        dep["spec"].update(
+            template=template,
+            replicas=instance_count,
+            progressDeadlineSeconds=self.settings.progress_deadline,
+        )
+        self._replace(dep)
+
+    def check(self, name: str) -> Endpoint | None:
+        """The endpoint's state; records a finished rollout and rolls back a failed update."""
+        try:
+            return self._check(name)
+        except TerminalError as err:  # observe retries reads; a forbidden read shows there
+            raise TransientError(str(err)) from err
+
+    def _check(self, name: str) -> Endpoint | None:
+        kname = k8s_name(name)
+        dep = self._get_deployment(kname)
+        if dep is None:
+            return None
+        r = _Rollout.of(dep)
+        url = self.url(kname)
+        ann = dep["metadata"].setdefault("annotations", {})
+        if r.deleting:
+            return Endpoint(name, "Deleting", r.in_service or r.config, r.failure, url)
+        if r.complete:
+            # A rollback keeps its failure reason; a create or an update that lands clears it.
+            reason = r.failure if r.in_service == r.config else ""
+            if r.in_service != r.config or r.previous is not None:
+                ann[IN_SERVICE] = r.config
+                ann.pop(PREVIOUS, None)
+                ann.pop(FAILURE, None)
+                if reason:
+                    ann[FAILURE] = reason
+                self._replace(dep)
+            return Endpoint(name, "InService", r.config, reason, url)
+        if r.previous is not None:  # an update in flight; the old pods serve meanwhile
+            if r.deadline is None:
+                return Endpoint(name, "Updating", r.in_service, "", url)
+            why = f"update to {r.config} failed: {r.deadline}{self._pod_trouble(kname, r.config)}"
+            why = why[:1000]
+            previous = json.loads(r.previous)
+            dep["spec"].update(template=previous["template"], replicas=previous["replicas"])
+            ann.pop(PREVIOUS, None)
+            ann[FAILURE] = why
+            self._replace(dep)
+            return Endpoint(name, "InService", r.in_service, why, url)
+        if r.config == r.in_service:  # was in service: pods lost, or a rollback settling
+            if r.serving:
+                return Endpoint(name, "InService", r.config, r.failure, url)
+            why = f"no ready pod{self._pod_trouble(kname, r.config)}"
+            return Endpoint(name, "SystemUpdating", r.config, why, url)
+        if r.deadline is not None:
+            why = f"{r.deadline}{self._pod_trouble(kname, r.config)}"
+            return Endpoint(name, "Failed", r.config, why, url)
+        return Endpoint(name, "Creating", r.config, "", url)
+
+    def names(self, prefix: str) -> list[str]:
+        deps = self.kube(
+            "listing endpoint deployments",
+            self.kube.apps.list_namespaced_deployment,
+            self.namespace,
+            label_selector=f"{MANAGED_BY}=modeldeploy",
+        )
+        found = [
+            (d["metadata"].get("annotations") or {}).get(NAME_ANNOTATION, d["metadata"]["name"])
+            for d in deps.get("items", [])
+        ]
+        return sorted(n for n in found if n.startswith(prefix))
+
+    def delete(self, name: str) -> bool:
+        """Delete the Deployment (its pods go with it) and the Service; True once both are gone."""
+        kname = k8s_name(name)
+        svc = self._get_service(kname)
+        if svc is not None and not _owned(svc):
+            raise TerminalError(
+                f"service {self.namespace}/{kname} exists and is not managed by modeldeploy"
+            )
+        dep = self._get_deployment(kname)
+        for kind, obj, call in (
+            ("deployment", dep, self.kube.apps.delete_namespaced_deployment),
+            ("service", svc, self.kube.core.delete_namespaced_service),
+        ):
+            if obj is not None:
+                what = f"deleting {kind} {self.namespace}/{kname}"
+                # Background: the object goes at once, the garbage collector takes its pods.
+                self.kube(
+                    what, call, kname, self.namespace, ok=(404,), propagation_policy="Background"
+                )
+        return self._get_deployment(kname) is None and self._get_service(kname) is None
+
+    def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult:
+        """POST to the endpoint's Service (reachable from inside the cluster)."""
+        endpoint = self.check(name)
+        if endpoint is None or endpoint.status != "InService":
+            raise TransientError(f"endpoint {name} is not InService")
+        request = urllib.request.Request(
+            endpoint.url,
+            data=payload.encode(),
+            headers={"Content-Type": content_type, "Accept": "text/csv"},
+            method="POST",
+        )
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                body = resp.read()
+                ctype = resp.headers.get("Content-Type", "text/csv")
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:300]
+            raise ProviderError(f"HTTP {err.code}: {detail}") from err
+        except (urllib.error.URLError, OSError) as err:
+            raise TransientError(f"endpoint {name}: {err}") from err
+        return InvokeResult(body, ctype, (time.perf_counter() - start) * 1000)
