@@ -224,23 +224,29 @@ class Endpoints:
         return True
 
     def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult:
-        endpoint = self.check(name)
-        if endpoint is None or endpoint.status != "InService":
-            raise TransientError(f"endpoint {name} is not InService")
-        request = urllib.request.Request(
-            endpoint.url,
-            data=payload.encode(),
-            headers={"Content-Type": content_type, "Accept": "text/csv"},
-            method="POST",
-        )
-        start = time.perf_counter()
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                body = resp.read()
-                ctype = resp.headers.get("Content-Type", "text/csv")
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:300]
-            raise ProviderError(f"HTTP {err.code}: {detail}") from err
-        except (urllib.error.URLError, OSError) as err:
-            raise TransientError(f"endpoint {name}: {err}") from err
-        return InvokeResult(body, ctype, (time.perf_counter() - start) * 1000)
+        return post_invocation(self.check(name), name, payload, content_type)
+
+
+def post_invocation(
+    endpoint: Endpoint | None, name: str, payload: str, content_type: str
+) -> InvokeResult:
+    """POST a payload to an InService endpoint's /invocations, timing the answer."""
+    if endpoint is None or endpoint.status != "InService":
+        raise TransientError(f"endpoint {name} is not InService")
+    request = urllib.request.Request(
+        endpoint.url,
+        data=payload.encode(),
+        headers={"Content-Type": content_type, "Accept": "text/csv"},
+        method="POST",
+    )
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            body = resp.read()
+            ctype = resp.headers.get("Content-Type", "text/csv")
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:300]
+        raise ProviderError(f"HTTP {err.code}: {detail}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise TransientError(f"endpoint {name}: {err}") from err
+    return InvokeResult(body, ctype, (time.perf_counter() - start) * 1000)

@@ -1,9 +1,5 @@
-"""In-cluster endpoints of the local provider: a Deployment and a Service per endpoint.
-
-The pods run the same `modeldeploy serve` as the process backend, from the operator's image. A
-pod cannot read the operator's artifact store, so an init container downloads the artifact from
-the version's source (s3:// or http(s)://) and checks it against the digest the operator
-recorded when it inspected and registered those bytes (`modeldeploy.providers.local.fetch`).
+"""In-cluster endpoints of the local provider: the life cycle of a Deployment and a Service per
+endpoint against the Kubernetes API (what they contain is `kube_render`).
 
 Statuses follow SageMaker's life cycle, read from the Deployment controller's status:
 Creating until the rollout of the current generation is complete, then InService; Failed when a
@@ -19,12 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,18 +24,21 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from modeldeploy import __version__
 from modeldeploy.providers.base import ProviderError, TerminalError, TransientError
+from modeldeploy.providers.local import kube_render as render
+from modeldeploy.providers.local.endpoints import post_invocation
+from modeldeploy.providers.local.kube_render import (
+    CONFIG_KEY,
+    ENDPOINT_LABEL,
+    MANAGED_BY,
+    NAME_ANNOTATION,
+    Settings,
+    k8s_name,
+    owned,
+)
 from modeldeploy.providers.local.registry import Registry
 from modeldeploy.remote import TRANSITIONAL_ENDPOINT_STATUSES, Endpoint, InvokeResult
 
-PORT = 8080
-MODEL_PATH = "/models/model.tar.gz"
-UID = 65532  # the image's non-root user
-MANAGED_BY = "app.kubernetes.io/managed-by"
-ENDPOINT_LABEL = "modeldeploy.dev/endpoint"
-CONFIG_KEY = "modeldeploy.dev/config"  # label and annotation of the pod template
-NAME_ANNOTATION = "modeldeploy.dev/endpoint-name"
 IN_SERVICE = "modeldeploy.dev/in-service-config"  # the config whose rollout last completed
 PREVIOUS = "modeldeploy.dev/previous"  # replicas and template to roll back to, during an update
 FAILURE = "modeldeploy.dev/failure-reason"
@@ -52,69 +47,7 @@ FILE_REFUSED = (
     "the local provider in a cluster needs s3:// or https:// artifacts; file:// paths are not "
     "visible to endpoint pods"
 )
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# Non-secret settings the init container needs to reach S3 as the operator does. Credentials
-# come from the endpoint pods' own identity (IRSA) or MODELDEPLOY_ENDPOINT_ENV, never copied.
-PASSTHROUGH_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "100m", "memory": "256Mi"},
-    "limits": {"cpu": "1", "memory": "1Gi"},
-}
-URL_TEMPLATE = "http://{service}.{namespace}.svc:8080/invocations"
 TIMEOUT = 30
-
-
-def default_namespace() -> str:
-    try:
-        return SA_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
-def _json_env(environ: Mapping[str, str], var: str, default: Any) -> Any:
-    text = environ.get(var)
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError as err:
-        raise TerminalError(f"{var} is not valid JSON: {err}") from err
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How endpoint pods are made; the chart sets these through the environment."""
-
-    namespace: str
-    image: str = f"modeldeploy:{__version__}"
-    pull_policy: str = "IfNotPresent"
-    service_account: str = ""
-    # instanceType -> {requests, limits}; "default" for any other type.
-    resources: dict[str, dict] = field(default_factory=lambda: {"default": DEFAULT_RESOURCES})
-    extra_env: list[dict] = field(default_factory=list)
-    progress_deadline: int = 600
-    url_template: str = URL_TEMPLATE
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        passthrough = [{"name": v, "value": environ[v]} for v in PASSTHROUGH_ENV if v in environ]
-        deadline = environ.get("MODELDEPLOY_ENDPOINT_PROGRESS_DEADLINE", "600")
-        if not deadline.isdigit():
-            raise TerminalError(f"MODELDEPLOY_ENDPOINT_PROGRESS_DEADLINE={deadline!r}: not seconds")
-        return cls(
-            namespace=environ.get("MODELDEPLOY_ENDPOINT_NAMESPACE") or default_namespace(),
-            image=environ.get("MODELDEPLOY_SERVE_IMAGE") or cls.image,
-            pull_policy=environ.get("MODELDEPLOY_SERVE_IMAGE_PULL_POLICY") or cls.pull_policy,
-            service_account=environ.get("MODELDEPLOY_ENDPOINT_SERVICE_ACCOUNT", ""),
-            resources=_json_env(environ, "MODELDEPLOY_ENDPOINT_RESOURCES", None)
-            or {"default": DEFAULT_RESOURCES},
-            extra_env=passthrough + _json_env(environ, "MODELDEPLOY_ENDPOINT_ENV", []),
-            progress_deadline=int(deadline),
-            url_template=environ.get("MODELDEPLOY_ENDPOINT_URL_TEMPLATE") or URL_TEMPLATE,
-        )
-
-    def resources_for(self, instance_type: str) -> dict:
-        return self.resources.get(instance_type) or self.resources.get("default") or {}
 
 
 def api_client() -> k8s.ApiClient:
@@ -130,20 +63,6 @@ def api_client() -> k8s.ApiClient:
         except (k8s_config.ConfigException, OSError) as err:
             raise TerminalError(f"no in-cluster config and no usable kubeconfig: {err}") from err
     return k8s.ApiClient(cfg)
-
-
-def k8s_name(endpoint: str) -> str:
-    """Endpoint names are <= 51 chars of [A-Za-z0-9-]; Service names must be DNS-1035 labels."""
-    name = endpoint.lower()
-    return name if name[:1].isalpha() else f"md-{name}"
-
-
-def selector(kname: str) -> dict[str, str]:
-    return {MANAGED_BY: "modeldeploy", ENDPOINT_LABEL: kname}
-
-
-def _owned(obj: dict) -> bool:
-    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY) == "modeldeploy"
 
 
 def _detail(err: k8s.ApiException) -> str:
@@ -265,11 +184,6 @@ class KubernetesEndpoints:
         self.namespace = self.settings.namespace
         self.kube = _Api(api or api_client())
 
-    # -- objects ---------------------------------------------------------------------------------
-
-    def url(self, kname: str) -> str:
-        return self.settings.url_template.format(service=kname, namespace=self.namespace)
-
     def source_of(self, model: str) -> tuple[str, str]:
         """The URI a pod can fetch `model` (the store's copy) from, and its sha256."""
         with self.registry.db() as db:
@@ -286,152 +200,26 @@ class KubernetesEndpoints:
                 return row["source"], row["digest"]
         raise TerminalError(f"{FILE_REFUSED} (source: {rows[0]['source']})")
 
-    def _container(self, name: str, command: list[str], resources: dict) -> dict:
-        return {
-            "name": name,
-            "image": self.settings.image,
-            "imagePullPolicy": self.settings.pull_policy,
-            "command": command,
-            "resources": resources,
-            "terminationMessagePolicy": "FallbackToLogsOnError",  # a failure's last words
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "runAsNonRoot": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
-        }
-
-    def pod_template(
-        self, kname: str, config: str, source: str, digest: str, instance_type: str
-    ) -> dict:
-        resources = self.settings.resources_for(instance_type)
-        fetch = self._container(
-            "fetch",
-            [
-                *("python", "-m", "modeldeploy.providers.local.fetch"),
-                *("--source", source, "--sha256", digest, "--dest", MODEL_PATH),
-            ],
-            resources,
-        )
-        fetch["env"] = list(self.settings.extra_env)
-        fetch["volumeMounts"] = [
-            {"name": "models", "mountPath": "/models"},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ]
-        server = self._container(
-            "server",
-            [
-                *("modeldeploy", "serve", "--model", MODEL_PATH, "--host", "0.0.0.0"),
-                *("--port", str(PORT), "--workers", str(self.workers)),
-            ],
-            resources,
-        )
-        ping = {"httpGet": {"path": "/ping", "port": "http"}, "timeoutSeconds": 2}
-        server.update(
-            ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            # Loading a large model takes a while; liveness starts once it answers.
-            startupProbe={**ping, "periodSeconds": 2, "failureThreshold": 90},
-            readinessProbe={**ping, "periodSeconds": 5, "failureThreshold": 2},
-            livenessProbe={**ping, "periodSeconds": 10, "failureThreshold": 3},
-            volumeMounts=[
-                {"name": "models", "mountPath": "/models", "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        )
-        spec: dict[str, Any] = {
-            "automountServiceAccountToken": False,  # the server never calls the API
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": UID,
-                "runAsGroup": UID,
-                "fsGroup": UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "initContainers": [fetch],
-            "containers": [server],
-            "volumes": [
-                {"name": "models", "emptyDir": {"sizeLimit": "2560Mi"}},
-                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-            ],
-        }
-        if self.settings.service_account:
-            spec["serviceAccountName"] = self.settings.service_account
-        return {
-            "metadata": {
-                "labels": {**selector(kname), CONFIG_KEY: config},
-                "annotations": {CONFIG_KEY: config},
-            },
-            "spec": spec,
-        }
-
-    def _metadata(self, name: str, kname: str) -> dict:
-        labels = {**selector(kname), "app.kubernetes.io/name": "modeldeploy-endpoint"}
-        return {
-            "name": kname,
-            "namespace": self.namespace,
-            "labels": labels,
-            "annotations": {NAME_ANNOTATION: name},
-        }
-
-    def deployment(self, name: str, template: dict, replicas: int) -> dict:
-        kname = k8s_name(name)
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": self._metadata(name, kname),
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": selector(kname)},
-                # Old pods serve until new ones are ready, as in a SageMaker update.
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-                },
-                "progressDeadlineSeconds": self.settings.progress_deadline,
-                "revisionHistoryLimit": 3,
-                "template": template,
-            },
-        }
-
-    def service(self, name: str) -> dict:
-        kname = k8s_name(name)
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": self._metadata(name, kname),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": selector(kname),
-                "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
-            },
-        }
-
     # -- API helpers -----------------------------------------------------------------------------
 
-    def _get_deployment(self, kname: str) -> dict | None:
-        dep = self.kube(
-            f"reading deployment {self.namespace}/{kname}",
-            self.kube.apps.read_namespaced_deployment,
-            kname,
-            self.namespace,
-            ok=(404,),
-        )
-        if dep is not None and not _owned(dep):
+    def _read(self, kind: str, call: Callable[..., Any], kname: str) -> dict | None:
+        what = f"reading {kind} {self.namespace}/{kname}"
+        return self.kube(what, call, kname, self.namespace, ok=(404,))
+
+    def _mine(self, kind: str, kname: str, obj: dict | None) -> dict | None:
+        """`obj` as read; refuses one that modeldeploy did not create."""
+        if obj is not None and not owned(obj):
             raise TerminalError(
-                f"deployment {self.namespace}/{kname} exists and is not managed by modeldeploy"
+                f"{kind} {self.namespace}/{kname} exists and is not managed by modeldeploy"
             )
-        return dep
+        return obj
+
+    def _get_deployment(self, kname: str) -> dict | None:
+        dep = self._read("deployment", self.kube.apps.read_namespaced_deployment, kname)
+        return self._mine("deployment", kname, dep)
 
     def _get_service(self, kname: str) -> dict | None:
-        return self.kube(
-            f"reading service {self.namespace}/{kname}",
-            self.kube.core.read_namespaced_service,
-            kname,
-            self.namespace,
-            ok=(404,),
-        )
+        return self._read("service", self.kube.core.read_namespaced_service, kname)
 
     def _replace(self, dep: dict) -> None:
         # PUT with the resourceVersion just read: a concurrent writer makes it fail (409).
@@ -446,14 +234,9 @@ class KubernetesEndpoints:
 
     def _ensure_service(self, name: str) -> None:
         kname = k8s_name(name)
-        svc = self._get_service(kname)
-        if svc is not None:
-            if not _owned(svc):
-                raise TerminalError(
-                    f"service {self.namespace}/{kname} exists and is not managed by modeldeploy"
-                )
-            return
-        self._create("service", self.kube.core.create_namespaced_service, self.service(name))
+        if self._mine("service", kname, self._get_service(kname)) is None:
+            wanted = render.service(self.settings, name)
+            self._create("service", self.kube.core.create_namespaced_service, wanted)
 
     def _create(self, kind: str, call: Callable[..., Any], body: dict) -> bool:
         """Create `body`; False when it already exists."""
@@ -496,11 +279,19 @@ class KubernetesEndpoints:
         """Create the endpoint, or start rolling it to `config`; returns once accepted."""
         source, digest = self.source_of(model)
         kname = k8s_name(name)
-        template = self.pod_template(kname, config, source, digest, instance_type)
+        template = render.pod_template(
+            self.settings,
+            kname,
+            config,
+            source=source,
+            digest=digest,
+            instance_type=instance_type,
+            workers=self.workers,
+        )
         dep = self._get_deployment(kname)  # refuses one that modeldeploy did not create
         self._ensure_service(name)
         if dep is None:
-            wanted = self.deployment(name, template, instance_count)
+            wanted = render.deployment(self.settings, name, template, instance_count)
             if not self._create("deployment", self.kube.apps.create_namespaced_deployment, wanted):
                 raise TransientError(f"deployment {self.namespace}/{kname} appeared meanwhile")
             return
@@ -543,7 +334,7 @@ class KubernetesEndpoints:
         if dep is None:
             return None
         r = _Rollout.of(dep)
-        url = self.url(kname)
+        url = render.url(self.settings, kname)
         ann = dep["metadata"].setdefault("annotations", {})
         if r.deleting:
             return Endpoint(name, "Deleting", r.in_service or r.config, r.failure, url)
@@ -595,11 +386,7 @@ class KubernetesEndpoints:
     def delete(self, name: str) -> bool:
         """Delete the Deployment (its pods go with it) and the Service; True once both are gone."""
         kname = k8s_name(name)
-        svc = self._get_service(kname)
-        if svc is not None and not _owned(svc):
-            raise TerminalError(
-                f"service {self.namespace}/{kname} exists and is not managed by modeldeploy"
-            )
+        svc = self._mine("service", kname, self._get_service(kname))
         dep = self._get_deployment(kname)
         for kind, obj, call in (
             ("deployment", dep, self.kube.apps.delete_namespaced_deployment),
@@ -615,23 +402,4 @@ class KubernetesEndpoints:
 
     def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult:
         """POST to the endpoint's Service (reachable from inside the cluster)."""
-        endpoint = self.check(name)
-        if endpoint is None or endpoint.status != "InService":
-            raise TransientError(f"endpoint {name} is not InService")
-        request = urllib.request.Request(
-            endpoint.url,
-            data=payload.encode(),
-            headers={"Content-Type": content_type, "Accept": "text/csv"},
-            method="POST",
-        )
-        start = time.perf_counter()
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                body = resp.read()
-                ctype = resp.headers.get("Content-Type", "text/csv")
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:300]
-            raise ProviderError(f"HTTP {err.code}: {detail}") from err
-        except (urllib.error.URLError, OSError) as err:
-            raise TransientError(f"endpoint {name}: {err}") from err
-        return InvokeResult(body, ctype, (time.perf_counter() - start) * 1000)
+        return post_invocation(self.check(name), name, payload, content_type)
