@@ -364,6 +364,17 @@ def test_two_workers_answer_and_stop_cleanly(trained: dict) -> None:
         assert results == [200] * 8
         workers = _children(srv.proc.pid)
         assert len(workers) == 2
+        # A worker that dies is replaced; the other keeps serving meanwhile.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _children(srv.proc.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.1)
+        assert len(now) == 2 and workers[0] not in now, now
+        assert srv.invoke(trained["csv_lines"][0].encode())[0] == 200
+        workers = now
     finally:
         code = srv.stop()
     assert code == 0
@@ -403,11 +414,14 @@ def test_model_from_tar_file_or_directory(trained: dict, tmp_path: Path) -> None
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / MODEL_MEMBER).write_bytes(raw)
     (tmp_path / "file.ubj").write_bytes(raw)
-    X = np.ascontiguousarray(trained["X"][:10])
+    X = trained["X"][:10]
     for path in (trained["tar"], tmp_path / "dir", tmp_path / "file.ubj"):
         model = load_model(path)
         assert model.num_feature == 30
         np.testing.assert_allclose(model.predict(X), trained["expected"][:10], atol=1e-6)
+    # Strided or integer rows are made contiguous floats before the direct C call.
+    wide = np.repeat(trained["X"][:10], 2, axis=1)[:, ::2]
+    np.testing.assert_allclose(model.predict(wide), trained["expected"][:10], atol=1e-6)
 
 
 def _tar_with(tmp_path: Path, name: str, member: tarfile.TarInfo, data: bytes = b"") -> Path:

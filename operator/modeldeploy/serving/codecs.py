@@ -3,7 +3,7 @@ container's wire formats, without per-row Python loops.
 
 CSV is parsed by simdjson after turning the rows into one JSON array: numbers in CSV and in JSON
 share their syntax, so this is exact (correctly rounded), and simdjson writes the doubles straight
-into a buffer, about 15x faster than numpy's text readers (see bench/README.md). What the fast
+into a buffer, over 10x faster than numpy's text readers (see bench/README.md). What the fast
 path does not take (empty fields, `nan`, `.5`) goes through numpy's string-to-float cast, slower
 but still vectorized; whatever that rejects is an unparseable payload (415).
 """
@@ -98,7 +98,8 @@ def _csv_shape(text: bytes) -> tuple[int, int]:
     line_ends = np.flatnonzero(raw == ord("\n"))
     rows = line_ends.size + 1
     # Commas per line, counted in C; every line must have as many as the first.
-    per_line = np.add.reduceat(commas, np.r_[0, line_ends + 1], dtype=np.int32)
+    starts = np.concatenate(([0], line_ends + 1))
+    per_line = np.add.reduceat(commas, starts, dtype=np.int32)
     columns = int(per_line[0]) + 1
     if not bool((per_line == per_line[0]).all()):
         raise RequestError(

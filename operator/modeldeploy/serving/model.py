@@ -161,6 +161,8 @@ class Model:
     def predict(self, rows: np.ndarray | scipy.sparse.csr_matrix) -> np.ndarray:
         """Scores for a dense (C-contiguous float) or CSR matrix of rows."""
         if self._dense is not None and isinstance(rows, np.ndarray):
+            if not rows.flags.c_contiguous or rows.dtype not in (np.float32, np.float64):
+                rows = np.ascontiguousarray(rows, dtype=np.float64)  # the C call reads raw rows
             return self._dense(rows)
         try:
             return np.asarray(self.booster.inplace_predict(rows, validate_features=False))
