@@ -15,6 +15,18 @@ from kopf._core.engines import posting
 from modeldeploy import handlers
 from modeldeploy.reconcile.conditions import condition
 
+
+def merge(target: dict, patch: dict) -> None:
+    """Apply a JSON merge patch (RFC 7386) in place, as the API server does."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
 MUTATING = ("Create", "Update", "Delete", "Put", "Add", "Stop", "Start")
 
 
@@ -52,12 +64,7 @@ class Resource:
                 self.events.append(queue.get_nowait())
 
         asyncio.run(run())
-        status = self.raw.setdefault("status", {})
-        for key, value in (patch.get("status") or {}).items():
-            if value is None:
-                status.pop(key, None)
-            else:
-                status[key] = value
+        merge(self.raw.setdefault("status", {}), patch.get("status") or {})
         return patch
 
     def reconcile_until(self, phase: str, limit: int = 12) -> list[str]:

@@ -131,3 +131,50 @@ def test_delete_honours_deletion_policy(resource, providers, invoke_results, sag
             continue
     names = [e["EndpointName"] for e in sagemaker_client.list_endpoints()["Endpoints"]]
     assert endpoint not in names
+
+
+def test_status_patch_removes_nested_keys():
+    old = {"latestVersion": {"version": 1, "approvalDescription": "auc 0.8", "metrics": {"f": 1}}}
+    new = {"latestVersion": {"version": 2, "metrics": {"auc": 0.99}}, "phase": "Registering"}
+    assert handlers.status_patch(old, new) == {
+        "latestVersion": {
+            "version": 2,
+            "approvalDescription": None,
+            "metrics": {"auc": 0.99, "f": None},
+        },
+        "phase": "Registering",
+    }
+
+
+def test_unreadable_remote_state_stalls_with_a_message(providers, sagemaker_client, role_arn):
+    # A version registered by a pipeline whose evaluation file is gone: the operator cannot
+    # read its metrics, so it says so instead of failing the handler over and over.
+    sagemaker_client.create_model_package_group(ModelPackageGroupName="pipeline")
+    sagemaker_client.create_model_package(
+        ModelPackageGroupName="pipeline",
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": "s3://nowhere/model.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"],
+        },
+        ModelMetrics={
+            "ModelQuality": {
+                "Statistics": {"ContentType": "application/json", "S3Uri": "s3://nowhere/e.json"}
+            }
+        },
+    )
+    res = Resource(
+        {
+            "provider": "sagemaker",
+            "region": "us-east-1",
+            "roleArn": role_arn,
+            "modelPackageGroup": {"name": "pipeline"},
+        }
+    )
+    res.call(handlers.reconcile)
+    assert res.status["phase"] == "Failed"
+    assert res.condition("Stalled") == ("True", "RemoteError")
+    assert "s3://nowhere/e.json" in res.status["message"]
+    res.call(handlers.reconcile)
+    assert [e.reason for e in res.events] == ["RemoteError"]  # one Event, not one per pass

@@ -358,8 +358,13 @@ def test_rollback_by_promoted_version():
     p = plan(s, status, obs, ctx())
     (deploy,) = p.actions
     assert (deploy.stage, deploy.version, deploy.update) == ("production", 1, True)
-    assert p.status["production"]["previousVersion"] == 2
     assert cond(p, "Ready")[0] == "False"
+    # Once production settles on version 1, the version it left is the one to go back to.
+    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
+    p = plan(s, p.status, obs, ctx())
+    assert p.status["production"]["version"] == 1
+    assert p.status["production"]["previousVersion"] == 2
+    assert cond(p, "Ready")[0] == "True"
 
 
 def test_promotion_records_previous_version():
@@ -371,8 +376,19 @@ def test_promotion_records_previous_version():
     }
     obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
-    assert p.status["production"]["previousVersion"] == 1
     assert p.status["production"]["targetVersion"] == 2
+    assert "previousVersion" not in p.status["production"]  # not before version 2 serves
+    # A failed update leaves version 1 serving and the rollback pointer untouched.
+    failed = Endpoint(PROD, "InService", cfg(PROD, v1), failure_reason="health check failed")
+    stuck = plan(s, p.status, Observed(GROUP_ARN, (v2, v1), production=failed), ctx())
+    assert stuck.status["production"]["version"] == 1
+    assert "previousVersion" not in stuck.status["production"]
+    settled = Observed(
+        GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v2)
+    )
+    p = plan(s, p.status, settled, ctx())
+    assert p.status["production"]["version"] == 2
+    assert p.status["production"]["previousVersion"] == 1
 
 
 def test_promoting_a_rejected_version_is_blocked():
@@ -475,3 +491,70 @@ def test_after_rollback_the_version_rolled_back_from_is_not_offered_again():
     p = plan(s, status, obs, ctx())
     assert p.status["phase"] == "AwaitingPromotion"
     assert "promotedVersion: 3" in p.status["message"]
+
+
+def test_a_terminal_action_failure_blocks_only_that_input():
+    v1, v2 = version(1, "PendingManualApproval"), version(2, "PendingManualApproval")
+    s = spec(approval={"policy": "Manual", "approvedVersion": 1})
+    status = {
+        "stalled": {
+            "key": "approval:1",
+            "generation": 1,
+            "reason": "ApprovalFailed",
+            "message": "AccessDenied",
+            "source": "action",
+        }
+    }
+    p = plan(s, status, Observed(GROUP_ARN, (v1,)), ctx())
+    assert p.actions == [] and p.status["phase"] == "Failed"
+    assert cond(p, "Stalled") == ("True", "ApprovalFailed")
+    # Another input goes ahead in the same generation, and the old stall record goes.
+    s2 = spec(approval={"policy": "Manual", "approvedVersion": 2})
+    p = plan(s2, status, Observed(GROUP_ARN, (v2, v1)), ctx())
+    assert [a.version for a in p.actions] == [2]
+    assert "stalled" not in p.status
+
+
+def test_lost_registry_registers_again():
+    s = spec(model={"artifact": "s3://bucket/a/model.tar.gz"})
+    status = {"registration": {"artifact": "s3://bucket/a/model.tar.gz", "version": 3}}
+    p = plan(s, status, Observed(GROUP_ARN, ()), ctx())
+    assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
+    # A new serving image is a new registration too.
+    s = spec(model={"artifact": "s3://bucket/a/model.tar.gz", "frameworkVersion": "3.0-5"})
+    p = plan(s, status, Observed(GROUP_ARN, (version(3),)), ctx())
+    assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
+
+
+@pytest.mark.parametrize("state", ["OutOfService", "UpdateRollbackFailed"])
+def test_endpoint_states_that_do_not_recover_stall(state):
+    v1 = version(1)
+    status = {"staging": {**stage_status(STAGING, v1), "endpointConfigName": ""}}
+    endpoint = Endpoint(STAGING, state, cfg(STAGING, v1), failure_reason="broken")
+    p = plan(spec(), status, Observed(GROUP_ARN, (v1,), staging=endpoint), ctx())
+    assert p.actions == []
+    assert cond(p, "Stalled") == ("True", "DeploymentFailed")
+
+
+def test_repairing_endpoint_is_degraded_not_redeployed():
+    v1 = version(1)
+    s = spec(production={"promotedVersion": 1})
+    status = {
+        "staging": stage_status(STAGING, v1, smoke=True),
+        "production": stage_status(PROD, v1),
+    }
+    repairing = Endpoint(PROD, "SystemUpdating", cfg(PROD, v1), failure_reason="process exited")
+    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=repairing)
+    p = plan(s, status, obs, ctx())
+    assert p.actions == [] and p.status["phase"] == "Deployed"
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["EndpointRepairing"]
+
+
+def test_endpoint_deleted_outside_is_recreated_and_tested_again():
+    v1 = version(1)
+    status = {"staging": stage_status(STAGING, v1, smoke=True)}
+    p = plan(spec(), status, Observed(GROUP_ARN, (v1,)), ctx())
+    (deploy,) = p.actions
+    assert deploy.stage == "staging" and not deploy.update
+    assert "smokeTest" not in p.status["staging"]
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["EndpointMissing"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from modeldeploy.providers import ProviderFactory
-from modeldeploy.providers.base import TransientError
+from modeldeploy.providers.base import ProviderError, TransientError
 from modeldeploy.reconcile.conditions import merge_conditions
 from modeldeploy.reconcile.executor import execute
 from modeldeploy.reconcile.planner import Context, Event, Timing, invalid_spec, plan
@@ -61,18 +61,46 @@ def reconcile(
 
     try:
         observed = provider.observe(spec, status, namespace=ctx.namespace, name=ctx.name)
+        the_plan = plan(spec, status, observed, ctx, timing)
+        outcome = execute(the_plan, provider, spec, ctx) if the_plan.actions else None
     except TransientError as err:
         return _transient(status, f"reading remote state: {err}", ctx, failures + 1, timing)
-    the_plan = plan(spec, status, observed, ctx, timing)
-    if not the_plan.actions:
-        return PassResult(the_plan.status, the_plan.events, the_plan.requeue_after)
-
-    outcome = execute(the_plan, provider, spec, ctx)
+    except ProviderError as err:
+        return _unreadable(status, str(err), ctx, timing)
+    except Exception as err:  # a bug or an unforeseen library error: say so, back off, retry
+        log.exception("%s/%s: reconcile pass failed", ctx.namespace, ctx.name)
+        return _transient(
+            status, f"unexpected {type(err).__name__}: {err}", ctx, failures + 1, timing
+        )
+    # A provider whose observe is cheap and local asks to be looked at more often when steady.
+    requeue = min(the_plan.requeue_after, getattr(provider, "max_resync_seconds", None) or 1e9)
+    if outcome is None:
+        return PassResult(the_plan.status, the_plan.events, requeue)
     if outcome.transient_error:
         result = _transient(outcome.status, outcome.transient_error, ctx, failures + 1, timing)
         result.events[:0] = outcome.events
         return result
     return PassResult(outcome.status, outcome.events, the_plan.requeue_after, mutated=True)
+
+
+def _unreadable(status: dict, message: str, ctx: Context, timing: Timing) -> PassResult:
+    """The provider refuses to show remote state (access denied, missing credentials, an
+    unreadable metrics file): nothing can move until a person acts; look again at resync."""
+    text = f"cannot read remote state: {message}"
+    new = dict(status)
+    new.update(observedGeneration=ctx.generation, phase="Failed", message=text)
+    new["conditions"] = merge_conditions(
+        status.get("conditions"),
+        {
+            "Ready": ("False", "RemoteError", text),
+            "Reconciling": ("False", "RemoteError", text),
+            "Stalled": ("True", "RemoteError", text),
+        },
+        generation=ctx.generation,
+        now=ctx.now,
+    )
+    events = [] if status.get("message") == text else [Event("Warning", "RemoteError", text)]
+    return PassResult(new, events, timing.resync)
 
 
 def _transient(

@@ -50,9 +50,17 @@ def _plain(obj: object) -> dict:
 
 
 def status_patch(old: dict, new: dict) -> dict:
-    """A merge patch turning `old` status into `new` (None removes a key)."""
-    patch = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
+    """A JSON merge patch turning `old` status into `new`: None removes a key, at any depth."""
+    patch: dict = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
     return patch
 
 
@@ -105,6 +113,10 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
     lock = memo.setdefault("lock", asyncio.Lock())
     async with lock:
         result = await asyncio.to_thread(remote_cleanup.cleanup, _plain(body), PROVIDERS)
-    post_events(body, result.events)
+    # The same error on every retry is one Event, not one a minute.
+    fresh = [e for e in result.events if e.message != memo.get("cleanup_error")]
+    post_events(body, fresh)
     if not result.done:
-        raise kopf.TemporaryError(result.message, delay=min(TIMING.poll, 10))
+        memo["cleanup_error"] = next((e.message for e in result.events if e.type == "Warning"), "")
+        delay = max(TIMING.poll, 60) if result.stuck else min(TIMING.poll, 10)
+        raise kopf.TemporaryError(result.message, delay=delay)

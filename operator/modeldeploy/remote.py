@@ -14,7 +14,7 @@ REJECTED = "Rejected"
 
 # Endpoint statuses that will change on their own: poll, do not act.
 TRANSITIONAL_ENDPOINT_STATUSES = frozenset(
-    {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
+    {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 )
 
 

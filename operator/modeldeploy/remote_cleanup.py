@@ -20,6 +20,7 @@ class CleanupResult:
     done: bool
     message: str
     events: list[Event] = field(default_factory=list)
+    stuck: bool = False  # a terminal error: only a person can release it
 
 
 def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
@@ -45,8 +46,12 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
         except TransientError as err:
             return CleanupResult(False, f"deleting {endpoint}: {err}", events)
         except ProviderError as err:
-            events.append(Event("Warning", "DeletionFailed", f"deleting {endpoint}: {err}"))
-            return CleanupResult(False, f"deleting {endpoint}: {err}", events)
+            text = (
+                f"deleting {endpoint}: {err}; fix access and it is retried, or set "
+                "spec.deletionPolicy: Retain to let the resource go and keep the endpoint"
+            )
+            events.append(Event("Warning", "DeletionFailed", text))
+            return CleanupResult(False, text, events, stuck=True)
         if not gone:
             pending.append(endpoint)
     if pending:

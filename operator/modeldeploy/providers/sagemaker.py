@@ -100,7 +100,11 @@ class SageMakerProvider:
             newest = by_number[summaries[0]["ModelPackageVersion"]]
             by_number[newest.version] = self._latest_details(newest, status)
 
-        wanted = {spec.approval.approvedVersion, spec.production.promotedVersion}
+        wanted = {
+            spec.approval.approvedVersion,
+            spec.production.promotedVersion,
+            (status.get("registration") or {}).get("version"),
+        }
         for stage in STAGES:
             recorded = status.get(stage) or {}
             wanted |= {recorded.get(k) for k in ("version", "targetVersion", "previousVersion")}

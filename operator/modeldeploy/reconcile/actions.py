@@ -65,6 +65,26 @@ Action = EnsureGroup | RegisterVersion | SetApproval | DeployEndpoint | SmokeTes
 MUTATING = (EnsureGroup, RegisterVersion, SetApproval, DeployEndpoint, DeleteEndpoint)
 
 
+def stall_key(kind: str, *parts: object) -> str:
+    return ":".join([kind, *(str(p) for p in parts)])
+
+
+def action_key(action: Action) -> str:
+    """Identifies an action's input: a terminal failure stalls exactly this key."""
+    match action:
+        case RegisterVersion(artifact=artifact):
+            return stall_key("register", artifact)
+        case DeployEndpoint(stage=stage, config_name=config):
+            return stall_key("deploy", stage, config)
+        case SetApproval(version=version):
+            return stall_key("approval", version)
+        case SmokeTest(config_name=config):
+            return stall_key("smoke", config)
+        case DeleteEndpoint(endpoint_name=name):
+            return stall_key("delete", name)
+    return stall_key("group")
+
+
 def describe(action: Action) -> str:
     """One line a person reads in `modeldeploy plan` and in Events."""
     match action:

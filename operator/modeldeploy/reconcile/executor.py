@@ -21,9 +21,10 @@ from modeldeploy.reconcile.actions import (
     RegisterVersion,
     SetApproval,
     SmokeTest,
+    action_key,
 )
 from modeldeploy.reconcile.conditions import merge_conditions, timestamp
-from modeldeploy.reconcile.planner import Context, Event, Plan, stall_key
+from modeldeploy.reconcile.planner import Context, Event, Plan
 from modeldeploy.remote import InvokeResult
 from modeldeploy.spec import ModelDeploymentSpec
 
@@ -35,22 +36,6 @@ class Outcome:
     transient_error: str | None = None
 
 
-def action_key(action: Action) -> str:
-    match action:
-        case RegisterVersion(artifact=artifact):
-            return stall_key("register", artifact)
-        case DeployEndpoint(stage=stage, config_name=config):
-            return stall_key("deploy", stage, config)
-        case SetApproval(version=version):
-            return stall_key("approval", version)
-        case SmokeTest(config_name=config):
-            return stall_key("smoke", config)
-        case DeleteEndpoint(endpoint_name=name):
-            return stall_key("delete", name)
-        case _:
-            return stall_key("group")
-
-
 def execute(plan: Plan, provider: Provider, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
     status = copy.deepcopy(plan.status)
     out = Outcome(status=status, events=list(plan.events))
@@ -58,8 +43,7 @@ def execute(plan: Plan, provider: Provider, spec: ModelDeploymentSpec, ctx: Cont
         try:
             _run(action, provider, spec, ctx, out)
         except TransientError as err:
-            out.transient_error = f"{type(action).__name__}: {err}"
-            out.events.append(Event("Warning", "RetryingAfterError", out.transient_error))
+            out.transient_error = f"{type(action).__name__}: {err}"  # the caller posts it
             return out
         except (TerminalError, ProviderError) as err:
             _stall(out, action, str(err), ctx)
@@ -110,6 +94,8 @@ def _run(
             version = provider.register_version(spec)
             status["registration"] = {
                 "artifact": artifact,
+                "frameworkVersion": (spec.model and spec.model.frameworkVersion) or "",
+                "image": (spec.model and spec.model.image) or "",
                 "version": version.version,
                 "arn": version.arn,
                 "digest": version.artifact_digest,

@@ -23,6 +23,8 @@ from modeldeploy.reconcile.actions import (
     SetApproval,
     SmokeTest,
     Stage,
+    action_key,
+    stall_key,
 )
 from modeldeploy.reconcile.conditions import merge_conditions
 from modeldeploy.remote import (
@@ -37,6 +39,8 @@ from modeldeploy.remote import (
 from modeldeploy.spec import ApprovalRule, ModelDeploymentSpec
 
 Cond = tuple[str, str, str]  # (status, reason, message)
+# An endpoint in one of these will not recover by itself: delete and recreate it.
+FAILED_ENDPOINT_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,6 @@ class Plan:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def stall_key(kind: str, *parts: object) -> str:
-    return ":".join([kind, *(str(p) for p in parts)])
 
 
 def _stalled_on(status: dict, key: str, generation: int) -> dict | None:
@@ -179,6 +179,8 @@ def _plan_stage(
                     f"{name} serves version {old.get('targetVersion')} ({serving_config})",
                 )
             )
+            if stage == "production" and old.get("version") not in (None, old.get("targetVersion")):
+                st["previousVersion"] = old.get("version")  # only once the new one serves
         st["endpointConfigName"] = serving_config
         st["version"] = old.get("targetVersion")
 
@@ -205,10 +207,25 @@ def _plan_stage(
     )
 
     if endpoint is None:
+        if old.get("endpointConfigName"):
+            out.events.append(
+                Event("Warning", "EndpointMissing", f"{name} no longer exists; recreating it")
+            )
+            for gone in ("endpointConfigName", "version", "smokeTest"):
+                st.pop(gone, None)  # a new endpoint is tested afresh
         out.actions.append(action)
         out.state = "deploying"
         out.message = f"creating {stage} endpoint {name} with version {target.version}"
         st.update(targetConfigName=want, targetVersion=target.version)
+        return out
+
+    if endpoint.status == "SystemUpdating" and serving_config == want:
+        # The platform repairs an endpoint that serves what we want: degraded, not a deploy.
+        if old.get("endpointStatus") != "SystemUpdating":
+            detail = endpoint.failure_reason or "the platform is updating it"
+            out.events.append(Event("Warning", "EndpointRepairing", f"{name}: {detail}"))
+        st.update(endpointConfigName=want, version=target.version)
+        out.state = "serving"
         return out
 
     if endpoint.status in TRANSITIONAL_ENDPOINT_STATUSES:
@@ -216,7 +233,7 @@ def _plan_stage(
         out.message = f"{stage} endpoint {name} is {endpoint.status}"
         return out
 
-    failed_create = endpoint.status == "Failed"
+    failed_create = endpoint.status in FAILED_ENDPOINT_STATUSES
     failed_update = (
         endpoint.status == "InService"
         and serving_config != want
@@ -256,8 +273,6 @@ def _plan_stage(
     out.state = "deploying"
     out.message = f"updating {stage} endpoint {name} to version {target.version}"
     st.update(targetConfigName=want, targetVersion=target.version)
-    if stage == "production" and old.get("version") not in (None, target.version):
-        st["previousVersion"] = old.get("version")
     return out
 
 
@@ -318,7 +333,24 @@ def plan(
     if stalled.get("key") == "spec":
         stalled = {}
 
+    # An action that failed terminally in this generation is not retried until the spec
+    # changes; everything else goes on.
+    held = stalled if stalled.get("source") == "action" else None
+    if held and held.get("generation") != ctx.generation:
+        held = None
+
     def finish(phase: str, message: str, requeue: float) -> Plan:
+        if held and any(action_key(a) == held["key"] for a in actions):
+            actions[:] = [a for a in actions if action_key(a) != held["key"]]
+            message = f"{held['message']} (change the spec to retry)"
+            phase, requeue = "Failed", timing.resync
+            conds["Ready"] = ("False", held["reason"], message)
+            if held["reason"] == "RegistrationFailed":
+                conds["Registered"] = ("False", "RegistrationFailed", message)
+            stall(held["reason"], message)
+            new["stalled"] = held
+        elif held and new.get("stalled") == held:
+            new.pop("stalled")  # the failed input is no longer wanted
         new["phase"] = phase
         new["message"] = message
         for ctype in ("Ready", "Reconciling", "Stalled"):
@@ -343,15 +375,6 @@ def plan(
         conds["Stalled"] = ("True", reason, message)
         conds["Reconciling"] = ("False", reason, message)
 
-    # 0. An action failed terminally for this generation: wait for a spec change.
-    if stalled.get("source") == "action" and stalled.get("generation") == ctx.generation:
-        msg = f"{stalled['message']} (change the spec to retry)"
-        conds["Ready"] = ("False", stalled["reason"], msg)
-        if stalled["reason"] == "RegistrationFailed":
-            conds["Registered"] = ("False", "RegistrationFailed", msg)
-        stall(stalled["reason"], msg)
-        return finish("Failed", msg, timing.resync)
-
     # 1. The model package group.
     if observed.group_arn is None:
         actions.append(EnsureGroup(spec.modelPackageGroup.name, spec.modelPackageGroup.description))
@@ -363,7 +386,18 @@ def plan(
 
     # 2. Register spec.model when its artifact changed.
     registration = status.get("registration") or {}
-    if spec.model and registration.get("artifact") != spec.model.artifact:
+    wanted_registration = spec.model and (
+        spec.model.artifact,
+        spec.model.frameworkVersion or "",
+        spec.model.image or "",
+    )
+    recorded = (
+        registration.get("artifact"),
+        registration.get("frameworkVersion", ""),
+        registration.get("image", ""),
+    )
+    registry_lost = bool(registration) and observed.version(registration.get("version")) is None
+    if spec.model and (wanted_registration != recorded or registry_lost):
         actions.append(RegisterVersion(spec.model.artifact))
         msg = f"registering {spec.model.artifact} in {spec.modelPackageGroup.name}"
         conds["Registered"] = ("False", "Registering", msg)
