@@ -166,7 +166,7 @@ def test_names_follow_sagemaker_rules(namespace: str, name: str) -> None:
         assert endpoint == naming.endpoint_name(namespace, name, stage)  # deterministic
         assert endpoint.startswith(naming.endpoint_prefix(namespace, name) + "-")
         config = naming.config_name(endpoint, {"version": "arn:x/1", "count": 1})
-        model = naming.model_name(endpoint, "arn:x/1", "img", "s3://b/k")
+        model = naming.model_name(endpoint, "arn:x/1")
         for child in (config, model):
             assert NAME_RE.match(child) and len(child) <= 63
             assert child.startswith(endpoint + "-")
@@ -195,9 +195,8 @@ def test_child_names_change_with_content_only() -> None:
     first = naming.config_name(endpoint, {"version": "arn/1", "instanceCount": 1})
     assert first == naming.config_name(endpoint, {"instanceCount": 1, "version": "arn/1"})
     assert first != naming.config_name(endpoint, {"version": "arn/1", "instanceCount": 2})
-    model = naming.model_name(endpoint, "arn/1", "img:1", "s3://b/m.tar.gz")
-    assert model != naming.model_name(endpoint, "arn/1", "img:2", "s3://b/m.tar.gz")
-    assert model != naming.model_name(endpoint, "arn/2", "img:1", "s3://b/m.tar.gz")
+    model = naming.model_name(endpoint, "arn/1")
+    assert model != naming.model_name(endpoint, "arn/2")
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -551,13 +550,13 @@ def test_deploy_creates_model_config_and_endpoint_once(
     action = deploy_action(version, capture=100)
     provider.deploy(action)
 
-    model = naming.model_name(action.endpoint_name, version.arn, version.image, model_artifact)
+    model = naming.model_name(action.endpoint_name, version.arn)
     assert names(sagemaker_client, "models") == [model]
     assert names(sagemaker_client, "configs") == [action.config_name]
     assert names(sagemaker_client, "endpoints") == [action.endpoint_name]
     described = sagemaker_client.describe_model(ModelName=model)
-    assert described["PrimaryContainer"]["Image"] == version.image
-    assert described["PrimaryContainer"]["ModelDataUrl"] == model_artifact
+    # Created from the versioned package, which carries the image and the artifact.
+    assert described["Containers"] == [{"ModelPackageName": version.arn}]
     assert described["ExecutionRoleArn"] == ROLE_ARN
     config = sagemaker_client.describe_endpoint_config(EndpointConfigName=action.config_name)
     variant = config["ProductionVariants"][0]
@@ -762,7 +761,7 @@ def test_observe_describes_transitional_and_failed_endpoints(
 
 
 def stub_existing_model_and_config(stub: Stubber, action: DeployEndpoint) -> None:
-    model = naming.model_name(action.endpoint_name, action.version_arn, "img", "s3://b/m")
+    model = naming.model_name(action.endpoint_name, action.version_arn)
     stub.add_response(
         "describe_model",
         {"ModelName": model, "CreationTime": NOW, "ModelArn": f"{ARN}:model/{model}"},

@@ -5,7 +5,7 @@ Names are derived, never stored-only, so a restarted operator finds what it crea
 
     endpoint  <readable namespace-name>-<hash of namespace/name>-<staging|prod>   (<= 51 chars)
     config    <endpoint>-c<hash of the config's content>                         (<= 63 chars)
-    model     <endpoint>-m<hash of version, image and artifact>                  (<= 63 chars)
+    model     <endpoint>-m<hash of the model package version ARN>               (<= 63 chars)
 
 The hash in the endpoint keeps names unique even when truncation or sanitising would make two
 resources look alike (`a-b/c` and `a/b-c`). Configs and models are immutable, so a change of
@@ -61,6 +61,6 @@ def config_name(endpoint: str, content: dict) -> str:
     return _child(endpoint, "c", content)
 
 
-def model_name(endpoint: str, version_arn: str, image: str, artifact: str) -> str:
-    """Model name for serving one version with one image and artifact behind `endpoint`."""
-    return _child(endpoint, "m", [version_arn, image, artifact])
+def model_name(endpoint: str, version_arn: str) -> str:
+    """Model name for serving one model package version (which fixes image and artifact)."""
+    return _child(endpoint, "m", [version_arn])

@@ -78,15 +78,17 @@ class Hosting:
             raise TerminalError("spec.roleArn is required to deploy to SageMaker")
         return self.role_arn.split(":")[4]
 
-    def _ensure_model(self, name: str, image: str, artifact: str, version: int) -> None:
+    def _ensure_model(self, name: str, version_arn: str, version: int) -> None:
         if call_or_none(f"DescribeModel {name}", self.sm.describe_model, ModelName=name):
             return
         self._account()  # fails early, with a clear message, when there is no role
         with aws(f"CreateModel {name}"):
+            # From the versioned package: SageMaker takes image and artifact from it, keeps the
+            # link for lineage, and refuses a package that is not Approved.
             self.sm.create_model(
                 ModelName=name,
                 ExecutionRoleArn=self.role_arn,
-                PrimaryContainer={"Image": image, "ModelDataUrl": artifact},
+                Containers=[{"ModelPackageName": version_arn}],
                 Tags=[{"Key": VERSION_TAG, "Value": str(version)}],
             )
 
@@ -133,16 +135,9 @@ class Hosting:
             self.sm.create_endpoint_config(**kwargs)
 
     def deploy(self, action: DeployEndpoint) -> None:
-        image, artifact = action.image, action.artifact
-        if not (image and artifact):
-            version = self.registry.describe_version(action.version_arn, read_metrics_file=False)
-            if version is None:
-                raise TerminalError(f"model package {action.version_arn} does not exist")
-            image, artifact = version.image, version.artifact
-        model = action.model_name or naming.model_name(
-            action.endpoint_name, action.version_arn, image, artifact
-        )
-        self._ensure_model(model, image, artifact, action.version)
+        # A versioned package is immutable: its ARN names the image and artifact too.
+        model = action.model_name or naming.model_name(action.endpoint_name, action.version_arn)
+        self._ensure_model(model, action.version_arn, action.version)
         self._ensure_config(action, model)
 
         name = action.endpoint_name
