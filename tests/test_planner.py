@@ -558,3 +558,16 @@ def test_endpoint_deleted_outside_is_recreated_and_tested_again():
     assert deploy.stage == "staging" and not deploy.update
     assert "smokeTest" not in p.status["staging"]
     assert [e.reason for e in p.events if e.type == "Warning"] == ["EndpointMissing"]
+
+
+def test_remote_changes_made_by_others_are_events():
+    v1 = version(1, "PendingManualApproval")
+    first = plan(spec(), {}, Observed(GROUP_ARN, (v1,)), ctx())
+    approved_elsewhere = plan(spec(), first.status, Observed(GROUP_ARN, (version(1),)), ctx())
+    assert ("ApprovalChanged", "version 1 is now Approved") in [
+        (e.reason, e.message) for e in approved_elsewhere.events
+    ]
+    newer = plan(
+        spec(), approved_elsewhere.status, Observed(GROUP_ARN, (version(2), version(1))), ctx()
+    )
+    assert "NewVersion" in [e.reason for e in newer.events]

@@ -424,6 +424,17 @@ def plan(
     if latest.approval_description:
         new["latestVersion"]["approvalDescription"] = latest.approval_description
     conds["Registered"] = ("True", "Registered", f"version {latest.version} is registered")
+    seen = status.get("latestVersion") or {}
+    if seen and seen.get("version") != latest.version:
+        events.append(Event("Normal", "NewVersion", f"version {latest.version} is the newest"))
+    elif seen and seen.get("approvalStatus") != latest.approval_status:
+        events.append(
+            Event(
+                "Normal",
+                "ApprovalChanged",
+                f"version {latest.version} is now {latest.approval_status}",
+            )
+        )
 
     # 3. Approval.
     approval = spec.approval
