@@ -82,7 +82,7 @@ def registry(tmp_path: Path) -> Registry:
     reg = Registry(tmp_path / "registry.db")
     reg.ensure_group("churn", None)
     for n, source in enumerate(
-        ["s3://models/churn/1/model.tar.gz", "https://models.example/churn/2/model.tar.gz"],
+        ["s3://models/churn/1/model.tar.gz", "s3://models/churn/2/model.tar.gz"],
         start=1,
     ):
         digest = hashlib.sha256(f"model {n}".encode()).hexdigest()
@@ -113,10 +113,14 @@ def digest(registry: Registry, version: int) -> str:
     return next(v.artifact_digest for v in registry.versions("churn") if v.version == version)
 
 
-def make_backend(kubeconfig: Path, registry: Registry, ns: str, **settings: Any):
+def make_backend(
+    kubeconfig: Path, registry: Registry, ns: str, *, supervise: bool = True, **settings: Any
+):
     api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
     options = {"image": IMAGE, "resources": RESOURCES, "progress_deadline": 120, **settings}
-    return KubernetesEndpoints(registry, settings=Settings(namespace=ns, **options), api=api)
+    return KubernetesEndpoints(
+        registry, settings=Settings(namespace=ns, **options), api=api, supervise=supervise
+    )
 
 
 @pytest.fixture
@@ -302,7 +306,7 @@ def test_unknown_instance_types_get_the_default_resources(
     assert container(dep, "server")["resources"] == RESOURCES["default"]
     assert dep["spec"]["replicas"] == 1
     fetch_args = fetch_module.build_parser().parse_args(container(dep, "fetch")["command"][3:])
-    assert fetch_args.source == "https://models.example/churn/2/model.tar.gz"
+    assert fetch_args.source == "s3://models/churn/2/model.tar.gz"
 
 
 def test_names_that_start_with_a_digit_become_dns_1035_service_names() -> None:
@@ -379,7 +383,7 @@ def test_update_past_its_deadline_rolls_back_and_names_the_failed_config(
     serving = get(kubeconfig, ns, "deployment")["spec"]["template"]
 
     backend.deploy(ENDPOINT, second, artifact(registry, 2))
-    failing_pod(kubeconfig, ns, second, "fetch: sha256 mismatch for https://models.example/x")
+    failing_pod(kubeconfig, ns, second, "fetch: sha256 mismatch for s3://models/churn/2/x")
     controller_says(kubeconfig, ns, deadline=True, old_ready=1)
     endpoint = backend.check(ENDPOINT)
     assert endpoint.status == "InService"
@@ -457,9 +461,66 @@ def test_file_artifacts_are_refused_with_the_reason(
     with pytest.raises(TerminalError) as err:
         backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 3))
     assert FILE_REFUSED in str(err.value)
+    assert "needs s3:// artifacts" in str(err.value)
     assert "file:///home/me/model.tar.gz" in str(err.value)
+    # Only s3:// is a source the spec admits: a URL in the registry is not offered to pods.
+    url = registry.register(
+        "churn",
+        source="https://models.example/churn/4/model.tar.gz",
+        artifact=Path("/store/4/model.tar.gz"),
+        digest="4" * 64,
+        framework_version="3.2-0",
+        metrics={},
+    )
+    with pytest.raises(TerminalError, match="needs s3:// artifacts"):
+        backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", url.artifact)
     left = kubectl(kubeconfig, "get", "deployments,services", "-n", ns, "-o", "name").stdout
     assert left.strip() == ""
+
+
+def test_a_read_only_check_reports_the_next_state_and_writes_nothing(
+    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+) -> None:
+    first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
+    viewer = make_backend(kubeconfig, registry, ns, supervise=False)
+    backend.deploy(ENDPOINT, first, artifact(registry, 1))
+    controller_says(kubeconfig, ns, done=True)
+
+    # A finished rollout: reported InService; only a supervising check records it.
+    before = get(kubeconfig, ns, "deployment")
+    endpoint = viewer.check(ENDPOINT)
+    assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
+        "InService",
+        first,
+        "",
+    )
+    assert get(kubeconfig, ns, "deployment") == before
+    assert backend.check(ENDPOINT) == endpoint
+    recorded = get(kubeconfig, ns, "deployment")
+    assert recorded["metadata"]["annotations"]["modeldeploy.dev/in-service-config"] == first
+
+    # An update past its deadline: reported rolled back, but the Deployment keeps the new
+    # template until a supervising check puts the old one back.
+    backend.deploy(ENDPOINT, second, artifact(registry, 2))
+    failing_pod(kubeconfig, ns, second, "fetch: s3://models/churn/2/model.tar.gz: NoSuchKey")
+    controller_says(kubeconfig, ns, deadline=True, old_ready=1)
+    before = get(kubeconfig, ns, "deployment")
+    endpoint = viewer.check(ENDPOINT)
+    assert (endpoint.status, endpoint.config_name) == ("InService", first)
+    assert endpoint.failure_reason.startswith(f"update to {second} failed: ")
+    assert "NoSuchKey" in endpoint.failure_reason
+    assert get(kubeconfig, ns, "deployment") == before
+    assert config_of(before) == second
+    assert backend.check(ENDPOINT) == endpoint
+    assert config_of(get(kubeconfig, ns, "deployment")) == first
+
+    for refused in (
+        lambda: viewer.deploy(ENDPOINT, f"{ENDPOINT}-c3", artifact(registry, 1)),
+        lambda: viewer.delete(ENDPOINT),
+    ):
+        with pytest.raises(TerminalError, match="read-only"):
+            refused()
+    assert backend.check(ENDPOINT) == endpoint
 
 
 def test_objects_it_did_not_create_are_left_alone(

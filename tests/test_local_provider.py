@@ -21,9 +21,9 @@ from driver import Resource
 from modeldeploy import handlers, naming
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.base import TerminalError
-from modeldeploy.providers.local import LocalProvider
+from modeldeploy.providers.local import RESYNC_ENV, LocalProvider
 from modeldeploy.reconcile.actions import DeployEndpoint
-from modeldeploy.spec import parse_spec
+from modeldeploy.spec import SpecError, parse_spec
 from modeldeploy.training.train import train
 
 
@@ -265,3 +265,16 @@ def test_registration_is_idempotent_and_refuses_pickles(models, local_dir, tmp_p
         provider.register_version(spec)
     assert [v.version for v in provider.registry.versions("g")] == [1]
     assert json.loads(json.dumps(first.metrics)) == {}
+
+
+def test_steady_resync_is_short_and_set_by_the_environment(local_dir, monkeypatch):
+    # A dead server is noticed at the next observe, so the controller resyncs this often.
+    monkeypatch.delenv(RESYNC_ENV, raising=False)
+    assert LocalProvider(local_dir).max_resync_seconds == 10
+    monkeypatch.setenv(RESYNC_ENV, "2.5")
+    spec = parse_spec({"modelPackageGroup": {"name": "g"}})
+    assert ProviderFactory(default="local").get(spec).max_resync_seconds == 2.5
+    for bad in ("0", "-3", "soon", "inf", "nan"):
+        monkeypatch.setenv(RESYNC_ENV, bad)
+        with pytest.raises(SpecError, match=RESYNC_ENV):
+            LocalProvider(local_dir)

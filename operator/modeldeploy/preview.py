@@ -1,7 +1,8 @@
 """`modeldeploy plan`: what the operator's next pass would do, without doing it.
 
-Reads only: the same observe() the operator runs, then the pure planner. Meant for a pull
-request: run it against the manifest you are about to merge.
+Reads only: the same observe() the operator runs, from providers built read-only (the local
+provider then reports its endpoints without supervising them), then the pure planner. Meant
+for a pull request: run it against the manifest you are about to merge.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def preview_file(path: Path, default_provider: str | None = None) -> int:
     if not docs:
         print(f"{path}: no {KIND} resources found")
         return 1
-    providers = ProviderFactory(default=default_provider)
+    providers = ProviderFactory(default=default_provider, read_only=True)
     failed = 0
     for doc in docs:
         failed += preview(doc, providers)
@@ -54,7 +55,8 @@ def preview(doc: dict, providers: ProviderFactory) -> int:
     )
     for stage, endpoint in (("staging", observed.staging), ("production", observed.production)):
         if endpoint:
-            print(f"  {stage + ':':<10} {endpoint.name} {endpoint.status}")
+            why = f" ({endpoint.failure_reason})" if endpoint.failure_reason else ""
+            print(f"  {stage + ':':<10} {endpoint.name} {endpoint.status}{why}")
     if result.actions:
         print("  next pass would:")
         for n, action in enumerate(result.actions, 1):

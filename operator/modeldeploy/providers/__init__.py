@@ -1,4 +1,9 @@
-"""Provider selection: one instance per (provider, region), built on first use."""
+"""Provider selection: one instance per (provider, region), built on first use.
+
+`ProviderFactory(read_only=True)` builds providers for previews (`modeldeploy plan`): their
+observe() changes nothing. The sagemaker provider's observe only reads anyway; the local
+provider's would otherwise supervise its endpoints (start, stop, roll back, record).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from collections.abc import Callable
 from modeldeploy.providers.base import Provider
 from modeldeploy.spec import ModelDeploymentSpec, SpecError
 
-Builder = Callable[[ModelDeploymentSpec], Provider]
+Builder = Callable[[ModelDeploymentSpec, bool], Provider]  # (spec, read_only)
 
 
-def _sagemaker(spec: ModelDeploymentSpec) -> Provider:
+def _sagemaker(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
     from modeldeploy.providers.sagemaker import SageMakerProvider
 
     region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -20,19 +25,27 @@ def _sagemaker(spec: ModelDeploymentSpec) -> Provider:
     return SageMakerProvider(region=region, role_arn=spec.roleArn)
 
 
-def _local(spec: ModelDeploymentSpec) -> Provider:
+def _local(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
     from modeldeploy.providers.local import LocalProvider
 
-    return LocalProvider(workers=int(os.environ.get("MODELDEPLOY_LOCAL_WORKERS", "1")))
+    workers = int(os.environ.get("MODELDEPLOY_LOCAL_WORKERS", "1"))
+    return LocalProvider(workers=workers, supervise=not read_only)
 
 
 BUILDERS: dict[str, Builder] = {"sagemaker": _sagemaker, "local": _local}
 
 
 class ProviderFactory:
-    def __init__(self, default: str | None = None, builders: dict[str, Builder] | None = None):
+    def __init__(
+        self,
+        default: str | None = None,
+        builders: dict[str, Builder] | None = None,
+        *,
+        read_only: bool = False,
+    ):
         # The embedded `local` provider unless the deployment says otherwise (the chart does).
         self.default = default or os.environ.get("MODELDEPLOY_DEFAULT_PROVIDER", "local")
+        self.read_only = read_only
         self._builders = builders or BUILDERS
         self._cache: dict[tuple, Provider] = {}
 
@@ -45,5 +58,5 @@ class ProviderFactory:
             )
         key = (name, spec.region, spec.roleArn)
         if key not in self._cache:
-            self._cache[key] = self._builders[name](spec)
+            self._cache[key] = self._builders[name](spec, self.read_only)
         return self._cache[key]

@@ -8,7 +8,9 @@ the old config with a failure reason. A serving process that dies is restarted o
 (SystemUpdating).
 
 Processes run in their own session, so they outlive an operator restart; the operator re-adopts
-them from the SQLite table, and each check is a pass over that table plus a /ping.
+them from the SQLite table, and each check is a pass over that table plus a /ping. Without
+`supervise` (a preview) a check reports the state the next supervising check would record, and
+starts, stops and writes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from modeldeploy.providers.base import ProviderError, TransientError
+from modeldeploy.providers.base import ProviderError, TerminalError, TransientError
 from modeldeploy.providers.local.registry import Registry
 from modeldeploy.remote import Endpoint, InvokeResult
 
@@ -74,11 +76,19 @@ def stop(pid: int | None, model: str) -> None:
 
 
 class Endpoints:
-    def __init__(self, registry: Registry, root: Path, workers: int = 1) -> None:
+    def __init__(
+        self, registry: Registry, root: Path, workers: int = 1, *, supervise: bool = True
+    ) -> None:
         self.registry = registry
         self.logs = root / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
         self.workers = workers
+        self.supervise = supervise
+        if supervise:
+            self.logs.mkdir(parents=True, exist_ok=True)
+
+    def _writable(self, what: str) -> None:
+        if not self.supervise:
+            raise TerminalError(f"{what}: these endpoints are only observed (read-only)")
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/invocations"
@@ -119,6 +129,7 @@ class Endpoints:
     # -- the life cycle ------------------------------------------------------------------------
 
     def deploy(self, name: str, config: str, model: str) -> None:
+        self._writable(f"deploying endpoint {name}")
         now = time.time()
         with self.registry.db() as db:
             row = db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
@@ -147,7 +158,13 @@ class Endpoints:
             )
 
     def check(self, name: str) -> Endpoint | None:
-        """Advance the endpoint's life cycle from what its processes do; return its state."""
+        """Advance the endpoint's life cycle from what its processes do; return its state.
+
+        Without `supervise`: the same verdict from the same reads, but nothing is stopped,
+        started or written."""
+        if not self.registry.exists():
+            return None
+        act = self.supervise
         with self.registry.db() as db:
             row = db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
             if row is None:
@@ -159,13 +176,15 @@ class Endpoints:
                 if ping(row["port"]) and alive(row["pid"], row["model"]):
                     update = {"status": "InService", "failure_reason": ""}
                 elif not alive(row["pid"], row["model"]) or waited > START_TIMEOUT:
-                    stop(row["pid"], row["model"])
+                    if act:
+                        stop(row["pid"], row["model"])
                     why = self._tail(name, row["config"])
                     update = {"status": "Failed", "failure_reason": f"server did not start: {why}"}
             elif status == "Updating":
                 pending_ok = alive(row["pending_pid"], row["pending_model"])
                 if pending_ok and ping(row["pending_port"]):
-                    stop(row["pid"], row["model"])
+                    if act:
+                        stop(row["pid"], row["model"])
                     update = {
                         "status": "InService",
                         "config": row["pending_config"],
@@ -180,7 +199,8 @@ class Endpoints:
                     }
                 elif not pending_ok or waited > START_TIMEOUT:
                     # Roll back as SageMaker does: the old config keeps serving.
-                    stop(row["pending_pid"], row["pending_model"])
+                    if act:
+                        stop(row["pending_pid"], row["pending_model"])
                     why = self._tail(name, row["pending_config"])
                     update = {
                         "status": "InService",
@@ -191,21 +211,26 @@ class Endpoints:
                         "failure_reason": f"update to {row['pending_config']} failed: {why}",
                     }
             elif status == "InService" and not alive(row["pid"], row["model"]):
-                why = f"server process {row['pid']} exited; restarted"
-                pid = self._spawn(name, row["config"], row["model"], row["port"])
-                update = {"status": "SystemUpdating", "pid": pid, "failure_reason": why}
-                update["started"] = time.time()
-            if update:
+                update = {"status": "SystemUpdating", "started": time.time()}
+                if act:
+                    why = f"server process {row['pid']} exited; restarted"
+                    update["pid"] = self._spawn(name, row["config"], row["model"], row["port"])
+                else:
+                    why = f"server process {row['pid']} exited; the operator restarts it"
+                update["failure_reason"] = why
+            if update and act:
                 update["updated"] = time.time()
                 sets = ", ".join(f"{k} = ?" for k in update)
                 db.execute(f"UPDATE endpoints SET {sets} WHERE name = ?", (*update.values(), name))
-                status = update.get("status", status)
-                reason = update.get("failure_reason", reason)
+            status = update.get("status", status)
+            reason = update.get("failure_reason", reason)
             config = update.get("config", row["config"])
             port = update.get("port", row["port"])
         return Endpoint(name, status, config, failure_reason=reason, url=self.url(port))
 
     def names(self, prefix: str) -> list[str]:
+        if not self.registry.exists():
+            return []
         with self.registry.db() as db:
             rows = db.execute(
                 "SELECT name FROM endpoints WHERE name LIKE ? ESCAPE '\\'",
@@ -214,6 +239,7 @@ class Endpoints:
         return [r["name"] for r in rows]
 
     def delete(self, name: str) -> bool:
+        self._writable(f"deleting endpoint {name}")
         with self.registry.db() as db:
             row = db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
             if row is None:

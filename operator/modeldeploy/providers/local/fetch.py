@@ -2,11 +2,13 @@
 
     python -m modeldeploy.providers.local.fetch --source URI --sha256 HEX --dest PATH
 
-The operator inspected these exact bytes when it registered the version (one native xgboost
-member, no pickle, safe tar) and recorded their digest; an endpoint pod cannot read the
-operator's store, so it downloads the artifact again from its source and serves it only if
-the digest matches. Nothing is left at `dest` unless it does. Exit status 0 or 1; the error is
-the last line on stderr, which the kubelet keeps as the termination message.
+The source is the s3:// URI the version was registered from (plain http(s):// is read too, as
+the tests do, but the spec admits no such artifact). The operator inspected these exact bytes
+when it registered the version (one native xgboost member, no pickle, safe tar) and recorded
+their digest; an endpoint pod cannot read the operator's store, so it downloads the artifact
+again from its source and serves it only if the digest matches. Nothing is left at `dest`
+unless it does. Exit status 0 or 1; the error is the last line on stderr, which the kubelet
+keeps as the termination message.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def fetch(source: str, sha256: str, dest: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeldeploy.providers.local.fetch")
-    parser.add_argument("--source", required=True, help="s3://, http:// or https:// URI")
+    parser.add_argument("--source", required=True, help="s3:// URI of the artifact")
     parser.add_argument("--sha256", required=True, help="expected digest (hex)")
     parser.add_argument("--dest", required=True, type=Path, help="where to write the artifact")
     return parser

@@ -8,7 +8,8 @@ rolls with maxUnavailable 0, so the old pods serve until the new ones are ready 
 when the update passes its deadline, the backend puts the previous template back (kept in an
 annotation while the update runs) and reports InService with a failure reason naming the failed
 config, as SageMaker does. All bookkeeping lives in the Deployment's annotations, so a restarted
-operator picks up where it was.
+operator picks up where it was. Without `supervise` (a preview) a check reads the Deployment and
+reports what a supervising check would, writing nothing back.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ from modeldeploy.remote import TRANSITIONAL_ENDPOINT_STATUSES, Endpoint, InvokeR
 IN_SERVICE = "modeldeploy.dev/in-service-config"  # the config whose rollout last completed
 PREVIOUS = "modeldeploy.dev/previous"  # replicas and template to roll back to, during an update
 FAILURE = "modeldeploy.dev/failure-reason"
-FETCHABLE = ("s3", "http", "https")
+# The spec admits s3:// and file:// artifacts; of those, only s3:// reaches a pod.
+FETCHABLE = ("s3",)
 FILE_REFUSED = (
-    "the local provider in a cluster needs s3:// or https:// artifacts; file:// paths are not "
-    "visible to endpoint pods"
+    "the local provider in a cluster needs s3:// artifacts; file:// paths are not visible to "
+    "endpoint pods"
 )
 TIMEOUT = 30
 
@@ -177,9 +179,11 @@ class KubernetesEndpoints:
         workers: int = 1,
         settings: Settings | None = None,
         api: k8s.ApiClient | None = None,
+        supervise: bool = True,
     ) -> None:
         self.registry = registry
         self.workers = workers
+        self.supervise = supervise
         self.settings = settings or Settings.from_env()
         self.namespace = self.settings.namespace
         self.kube = _Api(api or api_client())
@@ -220,6 +224,10 @@ class KubernetesEndpoints:
 
     def _get_service(self, kname: str) -> dict | None:
         return self._read("service", self.kube.core.read_namespaced_service, kname)
+
+    def _writable(self, what: str) -> None:
+        if not self.supervise:
+            raise TerminalError(f"{what}: these endpoints are only observed (read-only)")
 
     def _replace(self, dep: dict) -> None:
         # PUT with the resourceVersion just read: a concurrent writer makes it fail (409).
@@ -277,6 +285,7 @@ class KubernetesEndpoints:
         instance_count: int = 1,
     ) -> None:
         """Create the endpoint, or start rolling it to `config`; returns once accepted."""
+        self._writable(f"deploying endpoint {name}")
         source, digest = self.source_of(model)
         kname = k8s_name(name)
         template = render.pod_template(
@@ -322,7 +331,8 @@ class KubernetesEndpoints:
         self._replace(dep)
 
     def check(self, name: str) -> Endpoint | None:
-        """The endpoint's state; records a finished rollout and rolls back a failed update."""
+        """The endpoint's state; records a finished rollout and rolls back a failed update
+        (without `supervise`: reports the state as if it had, and writes nothing)."""
         try:
             return self._check(name)
         except TerminalError as err:  # observe retries reads; a forbidden read shows there
@@ -347,7 +357,8 @@ class KubernetesEndpoints:
                 ann.pop(FAILURE, None)
                 if reason:
                     ann[FAILURE] = reason
-                self._replace(dep)
+                if self.supervise:
+                    self._replace(dep)
             return Endpoint(name, "InService", r.config, reason, url)
         if r.previous is not None:  # an update in flight; the old pods serve meanwhile
             if r.deadline is None:
@@ -358,7 +369,8 @@ class KubernetesEndpoints:
             dep["spec"].update(template=previous["template"], replicas=previous["replicas"])
             ann.pop(PREVIOUS, None)
             ann[FAILURE] = why
-            self._replace(dep)
+            if self.supervise:
+                self._replace(dep)
             return Endpoint(name, "InService", r.in_service, why, url)
         if r.config == r.in_service:  # was in service: pods lost, or a rollback settling
             if r.serving:
@@ -385,6 +397,7 @@ class KubernetesEndpoints:
 
     def delete(self, name: str) -> bool:
         """Delete the Deployment (its pods go with it) and the Service; True once both are gone."""
+        self._writable(f"deleting endpoint {name}")
         kname = k8s_name(name)
         svc = self._mine("service", kname, self._get_service(kname))
         dep = self._get_deployment(kname)

@@ -42,18 +42,29 @@ def version_arn(group: str, version: int) -> str:
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """`read_only` (a preview): creates nothing, and SQLite itself refuses any write."""
         self.path = path
+        self.read_only = read_only
+        if read_only:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.db() as db:
             db.executescript(SCHEMA)
 
+    def exists(self) -> bool:
+        return not self.read_only or self.path.is_file()
+
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
         # One short-lived connection per use: the operator reconciles from several threads.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        if self.read_only:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
         try:
             yield conn
         finally:
@@ -62,6 +73,8 @@ class Registry:
     # -- groups and versions ----------------------------------------------------------------
 
     def group_arn(self, name: str) -> str | None:
+        if not self.exists():  # a preview before the operator ever ran here
+            return None
         with self.db() as db:
             row = db.execute("SELECT arn FROM groups WHERE name = ?", (name,)).fetchone()
         return row["arn"] if row else None

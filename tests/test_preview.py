@@ -1,0 +1,201 @@
+"""`modeldeploy plan` changes nothing: not the local provider's SQLite or its server processes,
+and no mutating AWS call for the sagemaker provider. Real servers, a real SQLite file, and the
+AWS emulator over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modeldeploy import naming
+from modeldeploy.preview import preview, preview_file
+from modeldeploy.providers import ProviderFactory
+from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.local import LocalProvider
+from modeldeploy.providers.local.endpoints import alive, ping
+from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy.remote import APPROVED, ModelVersion
+from modeldeploy.spec import parse_spec
+
+NS, NAME, GROUP = "demo", "bc", "breast-cancer"
+READ = re.compile(r"^(List|Describe|Get|Head)")
+
+
+def manifest(artifact: str, provider: str, **spec: object) -> dict:
+    return {
+        "apiVersion": "mlops.modeldeploy.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"namespace": NS, "name": NAME, "generation": 2},
+        "spec": {
+            "provider": provider,
+            "modelPackageGroup": {"name": GROUP},
+            "model": {"artifact": artifact, "frameworkVersion": "3.2-0"},
+            "approval": {"approvedVersion": 1},
+            "production": {"promotedVersion": 1},
+            **spec,
+        },
+    }
+
+
+def deploy_action(version: ModelVersion, stage: str) -> DeployEndpoint:
+    endpoint = naming.endpoint_name(NS, NAME, stage)
+    content = {"version": version.arn, "instanceType": "ml.m5.large", "instanceCount": 1}
+    return DeployEndpoint(
+        stage=stage,  # type: ignore[arg-type]
+        endpoint_name=endpoint,
+        config_name=naming.config_name(endpoint, content),
+        model_name="",
+        version=version.version,
+        version_arn=version.arn,
+        image="",
+        artifact="",
+        instance_type="ml.m5.large",
+        instance_count=1,
+    )
+
+
+# -- local --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.delenv("MODELDEPLOY_LOCAL_HOSTING", raising=False)
+    return tmp_path / "local"
+
+
+@pytest.fixture
+def operator(local_dir: Path) -> Iterator[LocalProvider]:
+    """The operator's own (supervising) provider; every server it started is stopped after."""
+    provider = LocalProvider(local_dir)
+    yield provider
+    for name in provider.endpoints.names(""):
+        provider.delete_endpoint(name)
+
+
+def row(provider: LocalProvider, name: str) -> dict:
+    with provider.registry.db() as db:
+        return dict(db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone())
+
+
+def wait(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def snapshot(provider: LocalProvider, local_dir: Path) -> tuple:
+    """Every row of every table, the database and WAL files' bytes, and our server processes."""
+    with provider.registry.db() as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        rows = {
+            t: [tuple(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in tables
+        }
+    files = {
+        p.name: p.read_bytes() for p in local_dir.glob("registry.db*") if not p.name.endswith("shm")
+    }
+    servers = set()  # live processes whose command line names the state directory
+    for proc in Path("/proc").iterdir():
+        try:
+            mine = str(local_dir).encode() in (proc / "cmdline").read_bytes()
+            if mine and (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+                servers.add(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return rows, files, servers
+
+
+def test_local_preview_reports_what_it_sees_and_changes_nothing(
+    operator: LocalProvider, local_dir: Path, tmp_path: Path, model_tar_bytes: bytes, capsys
+) -> None:
+    tar = tmp_path / "model.tar.gz"
+    tar.write_bytes(model_tar_bytes)
+    doc = manifest(f"file://{tar}", "local")
+    spec = parse_spec(doc["spec"])
+    operator.ensure_group(spec)
+    version = operator.register_version(spec)
+    operator.set_approval(version.arn, APPROVED, "test")
+    staging, production = deploy_action(version, "staging"), deploy_action(version, "production")
+
+    # Production served, then its process died; the supervisor has not looked since.
+    operator.deploy(production)
+    wait(lambda: operator.describe_endpoint(production.endpoint_name).status == "InService", "it")
+    dead = row(operator, production.endpoint_name)["pid"]
+    os.kill(dead, signal.SIGKILL)
+    wait(lambda: not alive(dead, row(operator, production.endpoint_name)["model"]), "its death")
+    # Staging was just created and answers /ping, but no check has recorded it as InService.
+    operator.deploy(staging)
+    wait(lambda: ping(row(operator, staging.endpoint_name)["port"]), "/ping")
+    assert row(operator, staging.endpoint_name)["status"] == "Creating"
+
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    before = snapshot(operator, local_dir)
+    assert preview_file(path) == 0
+    assert snapshot(operator, local_dir) == before
+    assert dead not in before[2]  # nobody restarted it
+
+    out = capsys.readouterr().out
+    assert f"{staging.endpoint_name} InService" in out
+    assert f"{production.endpoint_name} SystemUpdating (server process {dead} exited" in out
+    assert f"latest version {version.version} Approved" in out
+
+    # The state was one a supervising check acts on: the operator records and restarts.
+    assert operator.describe_endpoint(staging.endpoint_name).status == "InService"
+    assert operator.describe_endpoint(production.endpoint_name).status == "SystemUpdating"
+    assert row(operator, production.endpoint_name)["pid"] != dead
+    assert snapshot(operator, local_dir) != before
+
+
+def test_local_preview_before_any_state_creates_none(
+    local_dir: Path, tmp_path: Path, capsys
+) -> None:
+    providers = ProviderFactory(default="local", read_only=True)
+    assert preview(manifest("file:///models/model.tar.gz", "local"), providers) == 0
+    assert "group does not exist yet" in capsys.readouterr().out
+    assert not local_dir.exists()
+    provider = providers.get(parse_spec(manifest("file:///m.tar.gz", "local")["spec"]))
+    with pytest.raises(TerminalError, match="read-only"):
+        provider.ensure_group(parse_spec(manifest("file:///m.tar.gz", "local")["spec"]))
+    assert not local_dir.exists()
+
+
+# -- sagemaker ----------------------------------------------------------------------------------
+
+
+def test_sagemaker_preview_makes_only_read_calls(
+    aws_env, model_artifact: str, role_arn: str, capsys
+) -> None:
+    doc = manifest(model_artifact, "sagemaker", region="us-east-1", roleArn=role_arn)
+    spec = parse_spec(doc["spec"])
+    operator = ProviderFactory(default="sagemaker").get(spec)
+    operator.ensure_group(spec)
+    version = operator.register_version(spec)
+    operator.set_approval(version.arn, APPROVED, "test")
+    staging = deploy_action(version, "staging")
+    operator.deploy(staging)
+
+    providers = ProviderFactory(default="sagemaker", read_only=True)
+    provider = providers.get(spec)
+    assert provider is not operator
+    calls: list[str] = []
+    for client, service in ((provider.sm, "sagemaker"), (provider.registry.s3, "s3")):
+        client.meta.events.register(
+            f"before-call.{service}.*", lambda model, **_: calls.append(model.name)
+        )
+
+    assert preview(doc, providers) == 0
+    assert calls and "ListModelPackages" in calls
+    assert [c for c in calls if not READ.match(c)] == []
+    out = capsys.readouterr().out
+    assert f"{staging.endpoint_name} InService" in out
+    assert "next pass would:" in out  # production is promoted but not deployed yet
