@@ -19,8 +19,10 @@ since a cold build takes longer than a test's timeout.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,29 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 def kubeconfig(control_plane: ControlPlane) -> Path:
     """The admin (system:masters) kubeconfig of the session's control plane."""
     return control_plane.kubeconfig_path
+
+
+CRD_FILE = Path(__file__).resolve().parents[1] / "crds" / "modeldeployment.yaml"
+CRD_NAME = "modeldeployments.mlops.modeldeploy.dev"
+
+
+def wait_established(kubeconfig: Path, name: str = CRD_NAME, timeout: float = 60) -> None:
+    """Poll until the CRD is Established: `kubectl wait` fails outright on a CRD created a
+    moment ago, before the server has written any condition."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = kubectl(kubeconfig, "get", "crd", name, "-o", "json", check=False)
+        if got.returncode == 0:
+            conditions = json.loads(got.stdout).get("status", {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {name} not Established: {got.stdout}{got.stderr}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def crd(kubeconfig: Path) -> None:
+    """The ModelDeployment CRD from crds/, applied once per session and Established."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    wait_established(kubeconfig)

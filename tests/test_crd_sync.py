@@ -336,12 +336,13 @@ def test_every_field_has_a_description() -> None:
     assert missing == []
 
 
-SELF_FIELD = re.compile(r"\bself((?:\.[A-Za-z_]\w*)+)")
+# `self` is the node the rule sits on; in a transition rule `oldSelf` is the same node as stored.
+SELF_FIELD = re.compile(r"\b(?:self|oldSelf)((?:\.[A-Za-z_]\w*)+)")
 
 
-def _cel_references() -> list[tuple[str, dict, str]]:
+def _cel_references(root: dict | None = None) -> list[tuple[str, dict, str]]:
     refs = []
-    for path, node in _walk(root_schema(load_crd()), ""):
+    for path, node in _walk(root_schema(load_crd()) if root is None else root, ""):
         for rule in node.get("x-kubernetes-validations", []):
             refs += [(path, node, m.group(1)) for m in SELF_FIELD.finditer(rule["rule"])]
             if "fieldPath" in rule:
@@ -360,11 +361,16 @@ def _cel_visible(node: dict, dotted: str) -> bool:
     return True
 
 
+def _bad_references(root: dict | None = None) -> list[str]:
+    return [
+        f"{path}: {ref}" for path, node, ref in _cel_references(root) if not _cel_visible(node, ref)
+    ]
+
+
 def test_cel_rules_name_declared_typed_fields() -> None:
     refs = _cel_references()
     assert len(refs) >= 10  # the rules exist (and the walker found them)
-    bad = [f"{path}: {ref}" for path, node, ref in refs if not _cel_visible(node, ref)]
-    assert bad == []
+    assert _bad_references() == []
 
 
 def test_cel_reference_check_can_fail() -> None:
@@ -372,3 +378,44 @@ def test_cel_reference_check_can_fail() -> None:
     assert not _cel_visible(spec, ".roleARN")
     assert not _cel_visible(spec, ".model.metrics")  # typeless: CEL cannot see it
     assert _cel_visible(spec, ".model.artifact.startsWith")
+
+
+def test_an_old_self_typo_is_detected() -> None:
+    root = root_schema(load_crd())
+    root["properties"]["spec"]["x-kubernetes-validations"].append(
+        {"rule": "!has(oldSelf.regoin) || self.region == oldSelf.regoin"}
+    )
+    assert _bad_references(root) == [".spec: .regoin", ".spec: .regoin"]
+
+
+# -- immutable fields -----------------------------------------------------------------------------
+
+# Deletion cleans up remote endpoints with the spec as it is then: these must never move.
+# field path -> whether the field is optional (then adding and removing it are refused too).
+IMMUTABLE = {"provider": True, "region": True, "modelPackageGroup.name": False}
+
+
+@pytest.mark.parametrize("field", IMMUTABLE)
+def test_immutable_field_has_a_transition_rule_on_spec(field: str) -> None:
+    """On spec, not on the field: a rule on an optional field runs only when both the old and the
+    new object have it, so adding or removing the field would go unchecked."""
+    rules = {
+        r.get("fieldPath"): r
+        for r in crd_spec_schema().get("x-kubernetes-validations", [])
+        if "oldSelf" in r["rule"]
+    }
+    rule = rules.get(f".{field}")
+    assert rule is not None, f"no transition rule with fieldPath .{field} on spec"
+    assert f"self.{field} == oldSelf.{field}" in rule["rule"]
+    assert rule["reason"] == "FieldValueForbidden"
+    assert rule["message"].startswith(f"spec.{field} is immutable")
+    if IMMUTABLE[field]:
+        assert f"has(self.{field}) == has(oldSelf.{field})" in rule["rule"]
+
+
+def test_registration_status_records_the_serving_image() -> None:
+    """The planner re-registers when frameworkVersion or image changes; the API server prunes
+    status fields the schema does not declare, so both must be declared."""
+    registration = root_schema(load_crd())["properties"]["status"]["properties"]["registration"]
+    for name in ("artifact", "digest", "frameworkVersion", "image"):
+        assert registration["properties"][name]["type"] == "string", name

@@ -496,20 +496,6 @@ def test_wheel_lists_every_package() -> None:
 # --- against a real API server ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crd_applied(kubeconfig: Path) -> None:
-    """The chart's CRD copy, really applied (server-side, so it coexists with other fixtures
-    that install the same file) and Established."""
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_COPIES[0]))
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        f"customresourcedefinition/modeldeployments.{GROUP}",
-    )
-
-
 def dry_run(kubeconfig: Path, objs: list[dict[str, Any]]) -> None:
     out = kubectl(
         kubeconfig, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objs)
@@ -520,7 +506,7 @@ def dry_run(kubeconfig: Path, objs: list[dict[str, Any]]) -> None:
 
 
 def test_chart_is_accepted_by_the_api_server(
-    kubeconfig: Path, crd_applied: None, helm: Helm, tmp_path: Path
+    kubeconfig: Path, crd: None, helm: Helm, tmp_path: Path
 ) -> None:
     ns = f"md-helm-{secrets.token_hex(3)}"
     kubectl(kubeconfig, "create", "namespace", ns)
@@ -531,7 +517,7 @@ def test_chart_is_accepted_by_the_api_server(
 
 
 def test_kustomize_base_is_accepted_by_the_api_server(
-    kubeconfig: Path, crd_applied: None, kustomized: list[dict[str, Any]]
+    kubeconfig: Path, crd: None, kustomized: list[dict[str, Any]]
 ) -> None:
     # The namespace must exist for the dry-run of what goes into it; the rest (the CRD too, as
     # an update of the one applied above) is only dry-run.
@@ -561,7 +547,7 @@ def can_i_name(group: str, resource: str) -> str:
 
 @pytest.mark.parametrize("rendering", ["kustomized", "chart_full"])
 def test_api_server_grants_the_role_exactly(
-    kubeconfig: Path, crd_applied: None, rendering: str, request: pytest.FixtureRequest
+    kubeconfig: Path, crd: None, rendering: str, request: pytest.FixtureRequest
 ) -> None:
     """The rendered ClusterRole, bound to a fresh ServiceAccount identity: the authorizer allows
     what the role says on top of what every ServiceAccount has, and nothing else."""

@@ -43,18 +43,6 @@ def aws_env(emulator: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def crd(kubeconfig: Path) -> None:
-    kubectl(kubeconfig, "apply", "-f", str(ROOT / "crds" / "modeldeployment.yaml"))
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "crd/modeldeployments.mlops.modeldeploy.dev",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture(scope="session")
 def operator_kubeconfig(control_plane, kubeconfig: Path, crd) -> Path:
     """A client-certificate user bound to the ClusterRole the manifests ship, and nothing else."""
     kubectl(kubeconfig, "apply", "-f", str(ROOT / "manifests" / "base" / "clusterrole.yaml"))

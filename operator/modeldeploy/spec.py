@@ -102,7 +102,7 @@ class ProductionSpec(_Model):
 
 class ModelDeploymentSpec(_Model):
     provider: Provider | None = None
-    region: Annotated[str | None, Field(pattern=REGION_PATTERN)] = None
+    region: Annotated[str | None, Field(pattern=REGION_PATTERN, max_length=32)] = None
     roleArn: Annotated[str | None, Field(pattern=ROLE_ARN_PATTERN, max_length=2048)] = None
     modelPackageGroup: ModelPackageGroupSpec
     model: ModelSpec | None = None
