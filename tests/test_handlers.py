@@ -178,3 +178,15 @@ def test_unreadable_remote_state_stalls_with_a_message(providers, sagemaker_clie
     assert "s3://nowhere/e.json" in res.status["message"]
     res.call(handlers.reconcile)
     assert [e.reason for e in res.events] == ["RemoteError"]  # one Event, not one per pass
+
+
+def test_smoke_test_with_a_wrong_answer_stalls_and_blocks_promotion(resource, invoke_results):
+    # The emulator answers InvokeEndpoint with this canned body: two scores for one row.
+    invoke_results([{"Body": "0.1\n0.2\n", "ContentType": "text/csv"}])
+    resource.raw["spec"]["approval"]["approvedVersion"] = 1
+    resource.raw["spec"]["production"] = {"promotion": "Automatic"}
+    resource.reconcile_until("Failed")
+    assert resource.condition("Stalled") == ("True", "SmokeTestFailed")
+    assert "expected 1 predictions, got 2" in resource.status["message"]
+    assert "production" not in resource.status or not resource.status["production"].get("version")
+    assert "SmokeTestFailed" in [e.reason for e in resource.events if e.type == "Warning"]

@@ -28,6 +28,8 @@ from modeldeploy.reconcile.planner import Context, Event, Plan
 from modeldeploy.remote import InvokeResult
 from modeldeploy.spec import ModelDeploymentSpec
 
+SMOKE_REQUESTS = 3
+
 
 @dataclass
 class Outcome:
@@ -132,18 +134,22 @@ def _smoke_test(action: SmokeTest, provider: Provider, ctx: Context, out: Outcom
         "at": timestamp(ctx.now),
     }
     try:
-        result = provider.invoke(action.endpoint_name, action.payload, action.content_type)
+        # A first request after a cold start may be slow: every answer must hold the right
+        # predictions, and the fastest of a few requests is held against maxLatencyMs.
+        results = [
+            provider.invoke(action.endpoint_name, action.payload, action.content_type)
+            for _ in range(SMOKE_REQUESTS)
+        ]
     except TransientError:
         raise
     except ProviderError as err:
         record.update(passed=False, message=f"the endpoint refused the payload: {err}")
     else:
-        record["latencyMs"] = round(result.latency_ms, 1)
-        problem = _check_predictions(result, action.payload)
-        if not problem and result.latency_ms > action.max_latency_ms:
-            problem = (
-                f"latency {result.latency_ms:.0f} ms exceeds maxLatencyMs {action.max_latency_ms}"
-            )
+        fastest = min(r.latency_ms for r in results)
+        record["latencyMs"] = round(fastest, 1)
+        problem = next((p for r in results if (p := _check_predictions(r, action.payload))), "")
+        if not problem and fastest > action.max_latency_ms:
+            problem = f"latency {fastest:.0f} ms exceeds maxLatencyMs {action.max_latency_ms}"
         record.update(passed=not problem, message=problem or "predictions returned")
     out.status.setdefault("staging", {})["smokeTest"] = record
     if record["passed"]:
