@@ -7,7 +7,6 @@ holds. Prints a table and saves bench/results/reconcile.{json,md}. Asserts nothi
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -99,10 +98,6 @@ def main() -> None:
         ("planner passes/s, steady resource, 50 versions", f"{passes_per_second(50):,.0f}"),
         ("status kept per resource (bytes)", f"{status_bytes(1000):,}"),
         ("operator process peak RSS after imports (MiB)", f"{operator_rss_mib():.0f}"),
-        (
-            "this benchmark's own peak RSS (MiB)",
-            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
-        ),
     ]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(f"| {what} | {value} |" for what, value in rows)
