@@ -12,10 +12,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/modeldeploy
 COPY pyproject.toml ./
+COPY requirements/runtime.txt requirements/runtime.txt
 COPY operator/ operator/
 COPY training/ training/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/modeldeploy/bin/pip install --no-cache-dir /wheels/modeldeploy-*.whl \
+    && /opt/modeldeploy/bin/pip install --no-cache-dir --constraint requirements/runtime.txt \
+        /wheels/modeldeploy-*.whl \
     && /opt/modeldeploy/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}

@@ -459,6 +459,27 @@ def test_dockerfile_installs_runtime_dependencies_only() -> None:
         if "uninstall" not in cmd:
             assert "--no-cache-dir" in cmd, f"pip step keeps its cache: {cmd}"
     assert not any(re.search(r"\b(gcc|g\+\+|build-essential)\b", r) for r in runs)
+    installs = [cmd for cmd in pip if "pip install" in cmd]
+    assert all("--constraint requirements/runtime.txt" in cmd for cmd in installs), installs
+
+
+def test_runtime_lock_pins_every_runtime_dependency() -> None:
+    """requirements/runtime.txt (hack/lock-runtime.sh) pins each dependency of pyproject.toml
+    exactly, within the range pyproject allows, so image builds are repeatable."""
+    from packaging.requirements import Requirement
+
+    lock = {}
+    for line in (ROOT / "requirements" / "runtime.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            lock[name.lower().replace("_", "-")] = version
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for spec in declared:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in lock, f"{name} is missing from requirements/runtime.txt: run the script"
+        assert req.specifier.contains(lock[name]), f"{name}=={lock[name]} is outside {spec}"
 
 
 def test_docker_build_context_holds_every_package_dir() -> None:
