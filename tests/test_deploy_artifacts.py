@@ -28,6 +28,7 @@ from kubernetes import config as k8s_config
 
 from modeldeploy.cli import build_parser
 from modeldeploy.cluster import ControlPlane
+from modeldeploy.providers.local import default_root
 from modeldeploy.providers.local.kube_endpoints import KubernetesEndpoints, Settings
 from modeldeploy.providers.local.registry import Registry
 
@@ -81,6 +82,16 @@ FULL_VALUES: dict[str, Any] = {
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "ml", "operator": "Exists", "effect": "NoSchedule"}],
 }
+
+
+# Provider local keeping its state on the chart's own claim, of a chosen size and class.
+PERSISTENT_VALUES: dict[str, Any] = {
+    "provider": "local",
+    "local": {"persistence": {"enabled": True, "size": "5Gi", "storageClassName": "fast-ssd"}},
+}
+# Where the operator's state lives when nothing persists it: the image's HOME (/tmp), an emptyDir.
+EPHEMERAL_LOCAL_DIR = "/tmp/.local/share/modeldeploy"
+PERSISTENT_LOCAL_DIR = "/var/lib/modeldeploy"
 
 
 def run(
@@ -155,6 +166,12 @@ def chart_full(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> list[dic
 
 
 @pytest.fixture(scope="module")
+def chart_persistent(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    values = values_file(tmp_path_factory.mktemp("values"), PERSISTENT_VALUES)
+    return documents(render_chart(helm, "-f", values))
+
+
+@pytest.fixture(scope="module")
 def kustomized() -> list[dict[str, Any]]:
     return documents(ok(run([kubectl_path(), "kustomize", BASE])))
 
@@ -170,7 +187,9 @@ def test_helm_is_the_pinned_release(helm: Helm) -> None:
     assert ok(helm("version", "--template", "{{.Version}}")) == pin[1]
 
 
-@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "full"])
+@pytest.mark.parametrize(
+    "values", [{}, FULL_VALUES, PERSISTENT_VALUES], ids=["defaults", "full", "persistent"]
+)
 def test_helm_lint_passes_strict(helm: Helm, values: dict[str, Any], tmp_path: Path) -> None:
     out = ok(helm("lint", "--strict", CHART, "-f", values_file(tmp_path, values)))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
@@ -187,6 +206,11 @@ def test_helm_lint_passes_strict(helm: Helm, values: dict[str, Any], tmp_path: P
         ("provder=local", "provder"),
         ("local.hosting=pods", "hosting"),
         ("local.endpointNamespace=ML_Endpoints", "endpointNamespace"),
+        ("local.persistence.enabled=yes", "enabled"),
+        ("local.persistence.size=lots", "size"),
+        ("local.persistence.size=5", "size"),  # a number would be rendered as a float
+        ("local.persistence.storageClass=fast", "storageClass"),
+        ("local.persistence.existingClaim=My_Claim", "existingClaim"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Helm, setting: str, field: str) -> None:
@@ -208,9 +232,10 @@ def test_chart_defaults_render_the_operator(chart_default: list[dict[str, Any]])
     assert container["image"] == "modeldeploy:0.1.0"
     assert env_of(container)["MODELDEPLOY_DEFAULT_PROVIDER"] == "sagemaker"
     assert env_of(container)["AWS_REGION"] == "us-east-1"
-    assert not any(
-        e.startswith(("MODELDEPLOY_LOCAL", "MODELDEPLOY_END")) for e in env_of(container)
-    )
+    # Only the state directory of the local provider, which a resource may still pick.
+    assert [
+        e for e in env_of(container) if e.startswith(("MODELDEPLOY_LOCAL", "MODELDEPLOY_END"))
+    ] == ["MODELDEPLOY_LOCAL_DIR"]
     assert not any(a.startswith("--namespace") for a in container["args"])
     assert "annotations" not in one(chart_default, "ServiceAccount")["metadata"]
     assert rbac_grants(one(chart_default, "ClusterRole")) == EXPECTED_GRANTS
@@ -297,10 +322,89 @@ def test_local_provider_rbac_follows_its_hosting(
     }
 
 
+# --- the local provider's state ---------------------------------------------------------------
+
+
+def local_state(
+    deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dict[str, Any]]:
+    """The local provider's state directory as the operator resolves it from the rendered env,
+    and the pod volume holding it (the deepest mount containing it)."""
+    container = operator_container(deployment)
+    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", env_of(container)["MODELDEPLOY_LOCAL_DIR"] or "")
+    root = default_root()
+    mounts = [m for m in container["volumeMounts"] if root.is_relative_to(m["mountPath"])]
+    assert mounts, f"{root} is on no volume: the root filesystem is read-only"
+    mount = max(mounts, key=lambda m: len(Path(m["mountPath"]).parts))
+    assert not mount.get("readOnly"), mount
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+    return root, volume
+
+
+def test_local_state_persists_on_the_charts_claim(
+    chart_persistent: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pvc = one(chart_persistent, "PersistentVolumeClaim")
+    assert pvc["metadata"]["namespace"] == NAMESPACE
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert pvc["spec"]["storageClassName"] == "fast-ssd"
+    deployment = one(chart_persistent, "Deployment")
+    root, volume = local_state(deployment, monkeypatch)
+    assert root == Path(PERSISTENT_LOCAL_DIR)
+    assert volume["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"]}
+    # ReadWriteOnce: the old pod must be gone before the new one mounts the claim.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_local_state_on_an_existing_claim_with_the_default_class(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = ["--set", "provider=local", "--set", "local.persistence.enabled=true"]
+    default_class = documents(render_chart(helm, *values))
+    pvc = one(default_class, "PersistentVolumeClaim")
+    # No storageClassName at all: "" would ask for no class rather than the cluster default.
+    assert "storageClassName" not in pvc["spec"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+    objs = documents(
+        render_chart(helm, *values, "--set", "local.persistence.existingClaim=md-data")
+    )
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    root, volume = local_state(one(objs, "Deployment"), monkeypatch)
+    assert root == Path(PERSISTENT_LOCAL_DIR)
+    assert volume["persistentVolumeClaim"] == {"claimName": "md-data"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["--set", "provider=local"],
+        ["--set", "provider=local", "--set", "local.hosting=process"],
+        # Persistence is for provider local: the sagemaker default gets no claim.
+        ["--set", "local.persistence.enabled=true"],
+    ],
+    ids=["local", "local-process", "sagemaker-persistence"],
+)
+def test_local_state_without_persistence_is_on_the_tmp_emptydir(
+    helm: Helm, values: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objs = documents(render_chart(helm, *values))
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    deployment = one(objs, "Deployment")
+    root, volume = local_state(deployment, monkeypatch)
+    assert root == Path(EPHEMERAL_LOCAL_DIR)
+    assert "emptyDir" in volume
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if "persistentVolumeClaim" in v]
+
+
 # --- RBAC and the pod, for every rendering ----------------------------------------------------
 
 
-RENDERINGS = ["chart_default", "chart_full", "kustomized"]
+RENDERINGS = ["chart_default", "chart_full", "chart_persistent", "kustomized"]
 
 
 def rbac_grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -534,6 +638,20 @@ def test_chart_is_accepted_by_the_api_server(
     objs = documents(render_chart(helm, release="md", ns=ns))
     full = values_file(tmp_path, FULL_VALUES)
     objs += documents(render_chart(helm, "-f", full, release="md-full", ns=ns))
+    dry_run(kubeconfig, objs)
+
+
+def test_persistent_chart_is_accepted_by_the_api_server(
+    kubeconfig: Path, crd: None, helm: Helm, tmp_path: Path
+) -> None:
+    """The claim and the Deployment mounting it, for the chart's own claim and an existing one."""
+    ns = f"md-pvc-{secrets.token_hex(3)}"
+    kubectl(kubeconfig, "create", "namespace", ns)
+    values = values_file(tmp_path, PERSISTENT_VALUES)
+    own = documents(render_chart(helm, "-f", values, release="md", ns=ns))
+    existing = ["--set", "local.persistence.existingClaim=md-data"]
+    other = documents(render_chart(helm, "-f", values, *existing, release="md-existing", ns=ns))
+    objs = [one(own, "PersistentVolumeClaim"), one(own, "Deployment"), one(other, "Deployment")]
     dry_run(kubeconfig, objs)
 
 

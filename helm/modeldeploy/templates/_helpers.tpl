@@ -52,3 +52,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "modeldeploy.endpointNamespace" -}}
 {{- default .Release.Namespace .Values.local.endpointNamespace }}
 {{- end }}
+
+{{/* "true" when the local provider keeps its state on a PersistentVolumeClaim. */}}
+{{- define "modeldeploy.localPersistence" -}}
+{{- if and (eq .Values.provider "local") .Values.local.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Claim of the local provider's state: an existing one, or the chart's. */}}
+{{- define "modeldeploy.localClaimName" -}}
+{{- default (printf "%s-local" (include "modeldeploy.fullname" .)) .Values.local.persistence.existingClaim }}
+{{- end }}
+
+{{/* MODELDEPLOY_LOCAL_DIR: the claim's mount, or the image's default home (HOME=/tmp) on the
+     /tmp emptyDir, which is lost with the pod. */}}
+{{- define "modeldeploy.localDir" -}}
+{{- if include "modeldeploy.localPersistence" . }}/var/lib/modeldeploy{{ else }}/tmp/.local/share/modeldeploy{{ end }}
+{{- end }}
