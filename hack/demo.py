@@ -105,7 +105,10 @@ class Demo:
             print("    " + out.strip().splitlines()[0])
         with self.step("Installing the ModelDeployment CRD"):
             self.kubectl("apply", "-f", str(ROOT / "crds" / "modeldeployment.yaml"))
-            self.wait_established("modeldeployments.mlops.modeldeploy.dev")
+            from modeldeploy.cluster import ensure_binaries, wait_established
+
+            kubectl = ensure_binaries().kubectl
+            wait_established(kubectl, self.kubeconfig, "modeldeployments.mlops.modeldeploy.dev")
         with self.step("Starting the operator with the local provider", self.operator_log):
             self.start_operator()
         with self.step("Training an XGBoost model on held-out-split breast-cancer data"):
@@ -137,17 +140,6 @@ class Demo:
         print(f"\n{GREEN}{BOLD}Production reached in {self.elapsed().strip()}.{RESET}\n")
         print(self.kubectl("-n", NAMESPACE, "get", "mdep", "-o", "wide"))
         self.explain(url)
-
-    def wait_established(self, crd: str, timeout: float = 60) -> None:
-        # Not `kubectl wait`: it fails outright before a new CRD has any condition.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = json.loads(self.kubectl("get", "crd", crd, "-o", "json"))
-            conditions = got.get("status", {}).get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"CRD {crd} is not Established after {timeout:.0f}s")
 
     def start_operator(self) -> None:
         self.stop_operator()

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import kopf
 from kopf._core.engines import posting
 
-from modeldeploy import handlers
+from modeldeploy import handlers, naming
+from modeldeploy.reconcile.actions import DeployEndpoint
 from modeldeploy.reconcile.conditions import condition
+from modeldeploy.remote import ModelVersion
 
 
 def merge(target: dict, patch: dict) -> None:
@@ -79,3 +83,57 @@ class Resource:
     def condition(self, ctype: str) -> tuple[str, str]:
         c = condition(self.status["conditions"], ctype)
         return c["status"], c["reason"]
+
+
+@contextmanager
+def recorded(*clients) -> Iterator[list[str]]:
+    """Names of the API calls the clients make, from botocore's own event hook (no mock)."""
+    calls: list[str] = []
+
+    def hook(model, **_: object) -> None:
+        calls.append(model.name)
+
+    events = []
+    for client in clients:
+        event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.*"
+        client.meta.events.register(event, hook)
+        events.append((client, event))
+    try:
+        yield calls
+    finally:
+        for client, event in events:
+            client.meta.events.unregister(event, hook)
+
+
+def deploy_action(
+    version: ModelVersion,
+    endpoint: str,
+    *,
+    stage: str = "staging",
+    instance_type: str = "ml.m5.large",
+    count: int = 1,
+    capture: int = 0,
+    dest: str | None = None,
+    config_name: str | None = None,
+) -> DeployEndpoint:
+    """The action the planner would emit to put `version` on `endpoint`."""
+    content = {
+        "version": version.arn,
+        "instanceType": instance_type,
+        "instanceCount": count,
+        "dataCapturePercent": capture,
+    }
+    return DeployEndpoint(
+        stage=stage,  # type: ignore[arg-type]
+        endpoint_name=endpoint,
+        config_name=config_name or naming.config_name(endpoint, content),
+        model_name="",
+        version=version.version,
+        version_arn=version.arn,
+        image="",
+        artifact="",
+        instance_type=instance_type,
+        instance_count=count,
+        data_capture_percent=capture,
+        data_capture_destination=dest,
+    )

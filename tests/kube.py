@@ -19,16 +19,14 @@ since a cold build takes longer than a test's timeout.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from modeldeploy.cluster import ControlPlane, ensure_binaries
+from modeldeploy.cluster import ControlPlane, ensure_binaries, wait_established
 
 
 @functools.cache
@@ -83,23 +81,8 @@ CRD_FILE = Path(__file__).resolve().parents[1] / "crds" / "modeldeployment.yaml"
 CRD_NAME = "modeldeployments.mlops.modeldeploy.dev"
 
 
-def wait_established(kubeconfig: Path, name: str = CRD_NAME, timeout: float = 60) -> None:
-    """Poll until the CRD is Established: `kubectl wait` fails outright on a CRD created a
-    moment ago, before the server has written any condition."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = kubectl(kubeconfig, "get", "crd", name, "-o", "json", check=False)
-        if got.returncode == 0:
-            conditions = json.loads(got.stdout).get("status", {}).get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"CRD {name} not Established: {got.stdout}{got.stderr}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def crd(kubeconfig: Path) -> None:
     """The ModelDeployment CRD from crds/, applied once per session and Established."""
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    wait_established(kubeconfig)
+    wait_established(kubectl_path(), kubeconfig, CRD_NAME)

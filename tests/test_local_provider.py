@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost
-from driver import Resource
+from driver import Resource, deploy_action
 
 from modeldeploy import handlers, naming
 from modeldeploy.providers import ProviderFactory
@@ -153,18 +153,8 @@ def deploy_first_version(models, local_dir: Path) -> tuple[LocalProvider, Deploy
     )
     provider.ensure_group(spec)
     version = provider.register_version(spec)
-    action = DeployEndpoint(
-        stage="staging",
-        endpoint_name=naming.endpoint_name("ns", "x", "staging"),
-        config_name="cfg-1",
-        model_name="",
-        version=version.version,
-        version_arn=version.arn,
-        image="",
-        artifact="",
-        instance_type="ml.m5.large",
-        instance_count=1,
-    )
+    endpoint = naming.endpoint_name("ns", "x", "staging")
+    action = deploy_action(version, endpoint, config_name="cfg-1")
     provider.deploy(action)
     return provider, action
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from driver import deploy_action as make_deploy_action
+from driver import recorded
 
 from modeldeploy import naming
 from modeldeploy.preview import preview, preview_file
@@ -45,20 +47,7 @@ def manifest(artifact: str, provider: str, **spec: object) -> dict:
 
 
 def deploy_action(version: ModelVersion, stage: str) -> DeployEndpoint:
-    endpoint = naming.endpoint_name(NS, NAME, stage)
-    content = {"version": version.arn, "instanceType": "ml.m5.large", "instanceCount": 1}
-    return DeployEndpoint(
-        stage=stage,  # type: ignore[arg-type]
-        endpoint_name=endpoint,
-        config_name=naming.config_name(endpoint, content),
-        model_name="",
-        version=version.version,
-        version_arn=version.arn,
-        image="",
-        artifact="",
-        instance_type="ml.m5.large",
-        instance_count=1,
-    )
+    return make_deploy_action(version, naming.endpoint_name(NS, NAME, stage), stage=stage)
 
 
 # -- local --------------------------------------------------------------------------------------
@@ -187,13 +176,8 @@ def test_sagemaker_preview_makes_only_read_calls(
     providers = ProviderFactory(default="sagemaker", read_only=True)
     provider = providers.get(spec)
     assert provider is not operator
-    calls: list[str] = []
-    for client, service in ((provider.sm, "sagemaker"), (provider.registry.s3, "s3")):
-        client.meta.events.register(
-            f"before-call.{service}.*", lambda model, **_: calls.append(model.name)
-        )
-
-    assert preview(doc, providers) == 0
+    with recorded(provider.sm, provider.registry.s3) as calls:
+        assert preview(doc, providers) == 0
     assert calls and "ListModelPackages" in calls
     assert [c for c in calls if not READ.match(c)] == []
     out = capsys.readouterr().out

@@ -12,8 +12,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import boto3
@@ -23,6 +22,8 @@ import xgboost as xgb
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from driver import deploy_action as make_deploy_action
+from driver import recorded
 from emulator import REGION, ROLE_ARN
 
 from modeldeploy import naming
@@ -83,50 +84,18 @@ def restarted(provider: SageMakerProvider) -> Callable[[], SageMakerProvider]:
     return make
 
 
-@contextmanager
-def recorded(*clients) -> Iterator[list[str]]:
-    """Names of the API calls the clients make, from botocore's own event hook (no mock)."""
-    calls: list[str] = []
-
-    def hook(model, **_: object) -> None:
-        calls.append(model.name)
-
-    events = []
-    for client in clients:
-        event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.*"
-        client.meta.events.register(event, hook)
-        events.append((client, event))
-    try:
-        yield calls
-    finally:
-        for client, event in events:
-            client.meta.events.unregister(event, hook)
-
-
 def deploy_action(
     version: ModelVersion, stage: str = "staging", *, capture: int = 0, dest: str | None = None
 ) -> DeployEndpoint:
-    endpoint = naming.endpoint_name(NS, NAME, stage)
     itype, count = ("ml.m5.large", 1) if stage == "staging" else ("ml.m5.xlarge", 2)
-    content = {
-        "version": version.arn,
-        "instanceType": itype,
-        "instanceCount": count,
-        "dataCapturePercent": capture,
-    }
-    return DeployEndpoint(
-        stage=stage,  # type: ignore[arg-type]
-        endpoint_name=endpoint,
-        config_name=naming.config_name(endpoint, content),
-        model_name="",
-        version=version.version,
-        version_arn=version.arn,
-        image="",
-        artifact="",
+    return make_deploy_action(
+        version,
+        naming.endpoint_name(NS, NAME, stage),
+        stage=stage,
         instance_type=itype,
-        instance_count=count,
-        data_capture_percent=capture,
-        data_capture_destination=dest,
+        count=count,
+        capture=capture,
+        dest=dest,
     )
 
 

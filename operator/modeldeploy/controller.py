@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.base import ProviderError, TransientError
-from modeldeploy.reconcile.conditions import merge_conditions
+from modeldeploy.reconcile.conditions import merge_conditions, stalled_conditions
 from modeldeploy.reconcile.executor import execute
 from modeldeploy.reconcile.planner import Context, Event, Timing, invalid_spec, plan
 from modeldeploy.spec import SpecError, parse_spec
@@ -26,7 +26,6 @@ class PassResult:
     status: dict
     events: list[Event] = field(default_factory=list)
     requeue_after: float = 600.0
-    mutated: bool = False
     transient: bool = False
 
 
@@ -80,7 +79,7 @@ def reconcile(
         result = _transient(outcome.status, outcome.transient_error, ctx, failures + 1, timing)
         result.events[:0] = outcome.events
         return result
-    return PassResult(outcome.status, outcome.events, the_plan.requeue_after, mutated=True)
+    return PassResult(outcome.status, outcome.events, the_plan.requeue_after)
 
 
 def _unreadable(status: dict, message: str, ctx: Context, timing: Timing) -> PassResult:
@@ -91,11 +90,7 @@ def _unreadable(status: dict, message: str, ctx: Context, timing: Timing) -> Pas
     new.update(observedGeneration=ctx.generation, phase="Failed", message=text)
     new["conditions"] = merge_conditions(
         status.get("conditions"),
-        {
-            "Ready": ("False", "RemoteError", text),
-            "Reconciling": ("False", "RemoteError", text),
-            "Stalled": ("True", "RemoteError", text),
-        },
+        stalled_conditions("RemoteError", text),
         generation=ctx.generation,
         now=ctx.now,
     )

@@ -171,8 +171,21 @@ def check_artifact(tar_path: Path, framework_version: str | None, image: str | N
     Raises IncompatibleArtifactError naming both xgboost versions and the frameworkVersion to
     use instead, and UnsafeArtifactError (a ValueError) for a tar or model we refuse to read.
     """
-    info = inspect_model_bytes(read_model_member(Path(tar_path)))
-    return check_info(info, framework_version, image)
+    return inspect_and_check(Path(tar_path), framework_version, image)[1]
+
+
+def inspect_and_check(
+    tar_path: Path, framework_version: str | None, image: str | None, source: str = ""
+) -> tuple[ModelInfo, str]:
+    """`check_artifact` that also returns what the inspection found. Error messages name
+    `source` (the URI a user gave) instead of the local copy at `tar_path`."""
+    try:
+        info = inspect_model_bytes(read_model_member(tar_path))
+        return info, check_info(info, framework_version, image)
+    except ValueError as err:
+        if not source:
+            raise
+        raise type(err)(f"{source}: {str(err).replace(str(tar_path), source)}") from err
 
 
 def _splice_ubj(model: bytes, scalar: str | None, framework_version: str) -> bytes:

@@ -7,6 +7,7 @@ Accepted inputs: a flat map `{"auc": 0.97}`, or SageMaker's model-quality JSON (
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -41,6 +42,14 @@ def parse_metrics(doc: dict) -> dict[str, float]:
                 raise ValueError(f"metric {name!r} appears in more than one section")
             out[name] = _number(name, entry["value"])
     return out
+
+
+def metrics_from_json(raw: bytes) -> dict[str, float]:
+    """Metrics from the bytes of an evaluation file (either form `parse_metrics` reads)."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object")
+    return parse_metrics(doc)
 
 
 def evaluation_document(metrics: dict[str, float]) -> dict:

@@ -2,6 +2,7 @@
 
 from .binaries import Binaries, BinariesError, ensure_binaries
 from .controlplane import ControlPlane, ControlPlaneError, cluster_command
+from .crds import wait_established
 from .pki import ClusterPKI
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "ControlPlaneError",
     "cluster_command",
     "ensure_binaries",
+    "wait_established",
 ]

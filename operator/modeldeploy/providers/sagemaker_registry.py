@@ -6,7 +6,6 @@ Also home of the boto3 error translation shared with the hosting side.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import shutil
@@ -24,9 +23,8 @@ from botocore.exceptions import (
 )
 
 from modeldeploy.artifacts import compat
-from modeldeploy.artifacts.inspect import inspect_model_bytes
-from modeldeploy.artifacts.metrics import parse_metrics
-from modeldeploy.artifacts.package import read_model_member, sha256_file
+from modeldeploy.artifacts.metrics import metrics_from_json
+from modeldeploy.artifacts.package import sha256_file
 from modeldeploy.providers.base import TerminalError, TransientError
 from modeldeploy.remote import PENDING, ModelVersion
 from modeldeploy.spec import ModelDeploymentSpec
@@ -236,10 +234,7 @@ class Registry:
                 raise TerminalError(f"{uri}: metrics file is over {MAX_METRICS_FILE} bytes")
             raw = obj["Body"].read(MAX_METRICS_FILE + 1)
         try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("expected a JSON object")
-            return parse_metrics(doc)
+            return metrics_from_json(raw)
         except ValueError as err:
             raise TerminalError(f"{uri}: unreadable metrics file: {err}") from err
 
@@ -273,13 +268,12 @@ class Registry:
             self._download(model.artifact, tar)
             digest = sha256_file(tar)
             try:
-                info = inspect_model_bytes(read_model_member(tar))
-                framework = compat.check_info(info, model.frameworkVersion, model.image)
+                info, framework = compat.inspect_and_check(
+                    tar, model.frameworkVersion, model.image, model.artifact
+                )
                 image = model.image or compat.image_uri(self.region, framework)
             except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
-                # Name the artifact the user gave, not our temporary copy of it.
-                message = str(err).replace(str(tar), model.artifact)
-                raise TerminalError(f"{model.artifact}: {message}") from err
+                raise TerminalError(str(err)) from err
         if model.image and not framework:
             log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
 

@@ -62,8 +62,6 @@ class DeleteEndpoint:
 
 Action = EnsureGroup | RegisterVersion | SetApproval | DeployEndpoint | SmokeTest | DeleteEndpoint
 
-MUTATING = (EnsureGroup, RegisterVersion, SetApproval, DeployEndpoint, DeleteEndpoint)
-
 
 def stall_key(kind: str, *parts: object) -> str:
     return ":".join([kind, *(str(p) for p in parts)])

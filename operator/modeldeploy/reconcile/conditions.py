@@ -62,6 +62,10 @@ def condition(conditions: list[dict] | None, ctype: str) -> dict | None:
     return next((c for c in conditions or [] if c.get("type") == ctype), None)
 
 
-def is_true(conditions: list[dict] | None, ctype: str) -> bool:
-    found = condition(conditions, ctype)
-    return bool(found and found.get("status") == "True")
+def stalled_conditions(reason: str, message: str) -> dict[str, tuple[str, str, str]]:
+    """Ready, Reconciling and Stalled for a resource that waits for a person (kstatus)."""
+    return {
+        "Ready": ("False", reason, message),
+        "Reconciling": ("False", reason, message),
+        "Stalled": ("True", reason, message),
+    }

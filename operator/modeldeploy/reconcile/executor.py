@@ -23,7 +23,7 @@ from modeldeploy.reconcile.actions import (
     SmokeTest,
     action_key,
 )
-from modeldeploy.reconcile.conditions import merge_conditions, timestamp
+from modeldeploy.reconcile.conditions import merge_conditions, stalled_conditions, timestamp
 from modeldeploy.reconcile.planner import Context, Event, Plan
 from modeldeploy.remote import InvokeResult
 from modeldeploy.spec import ModelDeploymentSpec
@@ -72,11 +72,7 @@ def _stall(out: Outcome, action: Action, message: str, ctx: Context) -> None:
     out.status.update(phase="Failed", message=text)
     out.status["conditions"] = merge_conditions(
         out.status.get("conditions"),
-        {
-            "Ready": ("False", reason, text),
-            "Reconciling": ("False", reason, text),
-            "Stalled": ("True", reason, text),
-        },
+        stalled_conditions(reason, text),
         generation=ctx.generation,
         now=ctx.now,
     )

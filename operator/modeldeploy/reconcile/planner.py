@@ -26,7 +26,7 @@ from modeldeploy.reconcile.actions import (
     action_key,
     stall_key,
 )
-from modeldeploy.reconcile.conditions import merge_conditions
+from modeldeploy.reconcile.conditions import merge_conditions, stalled_conditions
 from modeldeploy.remote import (
     APPROVED,
     PENDING,
@@ -291,11 +291,7 @@ def invalid_spec(status: dict, message: str, ctx: Context) -> Plan:
     }
     new["conditions"] = merge_conditions(
         status.get("conditions"),
-        {
-            "Ready": ("False", "InvalidSpec", message),
-            "Reconciling": ("False", "InvalidSpec", "waiting for a spec change"),
-            "Stalled": ("True", "InvalidSpec", message),
-        },
+        stalled_conditions("InvalidSpec", message),
         generation=ctx.generation,
         now=ctx.now,
     )

@@ -50,6 +50,7 @@ class Registry:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.db() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers never block
             db.executescript(SCHEMA)
 
     def exists(self) -> bool:
@@ -63,7 +64,6 @@ class Registry:
             conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         else:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
         conn.row_factory = sqlite3.Row
         try:
             yield conn

@@ -7,7 +7,6 @@ is stored, and it is stored under its sha256 so the same bytes are kept once.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from modeldeploy.artifacts import compat
-from modeldeploy.artifacts.inspect import ModelInfo, inspect_model_bytes
-from modeldeploy.artifacts.metrics import parse_metrics
-from modeldeploy.artifacts.package import read_model_member, sha256_file
+from modeldeploy.artifacts.inspect import ModelInfo
+from modeldeploy.artifacts.metrics import metrics_from_json
+from modeldeploy.artifacts.package import sha256_file
 from modeldeploy.providers.base import TerminalError, TransientError
 
 MAX_ARTIFACT = 2 << 30
@@ -78,10 +77,9 @@ class ArtifactStore:
             _fetch(uri, tar)
             digest = sha256_file(tar)
             try:
-                info = inspect_model_bytes(read_model_member(tar))
-                framework = compat.check_info(info, framework_version, image)
+                info, framework = compat.inspect_and_check(tar, framework_version, image, uri)
             except ValueError as err:  # unsafe tar, pickle, version skew
-                raise TerminalError(f"{uri}: {str(err).replace(str(tar), uri)}") from err
+                raise TerminalError(str(err)) from err
             final = self.root / "artifacts" / digest / "model.tar.gz"
             if not final.exists():
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +97,6 @@ class ArtifactStore:
             if path.stat().st_size > MAX_METRICS_FILE:
                 raise TerminalError(f"{metrics}: metrics file is over {MAX_METRICS_FILE} bytes")
             try:
-                doc = json.loads(path.read_text())
-                if not isinstance(doc, dict):
-                    raise ValueError("expected a JSON object")
-                return parse_metrics(doc)
+                return metrics_from_json(path.read_bytes())
             except ValueError as err:
                 raise TerminalError(f"{metrics}: unreadable metrics file: {err}") from err
