@@ -1,9 +1,10 @@
 """Will the chosen SageMaker XGBoost image read this artifact the way its trainer wrote it?
 
-Version skew changes predictions silently (DESIGN.md): xgboost >= 3.1 stores `base_score` as
-a vector, and the xgboost inside the 1.7-1 and 3.0-5 images loads such a model without error
-but reads `base_score` as 0.5, shifting every score. So before registering, we read the writer's
-version from the model itself and refuse an image that cannot read it the same way.
+Version skew changes predictions silently: xgboost >= 3.1 stores `base_score` as a vector, and
+the xgboost inside the 1.7-1 and 3.0-5 images (1.7.4, 3.0.5) loads such a model without error
+but reads `base_score` as 0.5, shifting every score (measured on a breast-cancer model written
+by xgboost 3.2.0: 0.0125 becomes 0.0075 on the same row). So before registering, we read the
+writer's version from the model itself and refuse an image that cannot read it the same way.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ IMAGE_XGBOOST: dict[str, Version] = {
 WRITTEN_FOR_ATTR = "modeldeploy_written_for"
 
 # Images `rewrite_for_image` (and so `modeldeploy train --framework-version`) can target: those
-# whose reading of a current model is known (DESIGN.md: 1.7-1 and 3.0-5 load a 3.2 model and
-# differ only in base_score). Older images read UBJ not at all (< 1.6) or are unverified.
+# whose reading of a current model is known (1.7-1 and 3.0-5 load a 3.2 model and differ only
+# in how they read base_score). Older images read UBJ not at all (< 1.6) or are unverified.
 REWRITE_TARGETS = ("1.7-1", "3.0-5", "3.2-0")
 
 _IMAGE_TAG = re.compile(r"/sagemaker-xgboost:(\d+\.\d+-\d+)(?:-[A-Za-z0-9.\-]+)?$")
