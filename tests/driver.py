@@ -1,5 +1,6 @@
 """Drives the kopf handlers the way kopf and the API server would, without either: kopf's own
-Patch, Memo and event queue, and status patches merged into the stored body.
+Body, Patch and Memo (with providers and an Event sink injected, as an embedder would), and
+status patches merged into the stored body.
 
 PYTEST_DONT_REWRITE
 """
@@ -12,12 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import kopf
-from kopf._core.engines import posting
 
-from modeldeploy import handlers, naming
-from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy import handlers
+from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile.conditions import condition
-from modeldeploy.remote import ModelVersion
+from modeldeploy.reconcile.types import Event, Timing
 
 
 def merge(target: dict, patch: dict) -> None:
@@ -37,15 +37,26 @@ MUTATING = ("Create", "Update", "Delete", "Put", "Add", "Stop", "Start")
 class Resource:
     """A ModelDeployment as the API server would hold it, passed through the handlers."""
 
-    def __init__(self, spec: dict, name: str = "churn", namespace: str = "ml"):
+    def __init__(
+        self,
+        spec: dict,
+        *,
+        providers: ProviderFactory,
+        name: str = "churn",
+        namespace: str = "ml",
+    ):
         self.raw = {
             "apiVersion": "mlops.modeldeploy.dev/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 1},
             "spec": spec,
         }
-        self.memo = kopf.Memo()
-        self.events: list[posting.K8sEvent] = []
+        self.events: list[Event] = []
+        self.memo = kopf.Memo(
+            providers=providers,
+            timing=Timing(),
+            post_event=lambda body, event: self.events.append(event),
+        )
 
     @property
     def status(self) -> dict:
@@ -58,23 +69,15 @@ class Resource:
     def call(self, handler) -> kopf.Patch:
         patch = kopf.Patch()
 
-        async def run() -> None:
-            queue: asyncio.Queue = asyncio.Queue()
-            posting.settings_var.set(kopf.OperatorSettings())
-            posting.event_queue_var.set(queue)
-            posting.event_queue_loop_var.set(asyncio.get_running_loop())
-            await handler(body=kopf.Body(copy.deepcopy(self.raw)), patch=patch, memo=self.memo)
-            while not queue.empty():
-                self.events.append(queue.get_nowait())
-
-        asyncio.run(run())
+        body = kopf.Body(copy.deepcopy(self.raw))
+        asyncio.run(handler(body=body, patch=patch, memo=self.memo))
         merge(self.raw.setdefault("status", {}), patch.get("status") or {})
         return patch
 
     def reconcile_until(self, phase: str, limit: int = 12) -> list[str]:
         seen = []
         for _ in range(limit):
-            self.call(handlers.reconcile)
+            self.call(handlers.on_change)
             seen.append(self.status["phase"])
             if self.status["phase"] == phase:
                 return seen
@@ -103,37 +106,3 @@ def recorded(*clients) -> Iterator[list[str]]:
     finally:
         for client, event in events:
             client.meta.events.unregister(event, hook)
-
-
-def deploy_action(
-    version: ModelVersion,
-    endpoint: str,
-    *,
-    stage: str = "staging",
-    instance_type: str = "ml.m5.large",
-    count: int = 1,
-    capture: int = 0,
-    dest: str | None = None,
-    config_name: str | None = None,
-) -> DeployEndpoint:
-    """The action the planner would emit to put `version` on `endpoint`."""
-    content = {
-        "version": version.arn,
-        "instanceType": instance_type,
-        "instanceCount": count,
-        "dataCapturePercent": capture,
-    }
-    return DeployEndpoint(
-        stage=stage,  # type: ignore[arg-type]
-        endpoint_name=endpoint,
-        config_name=config_name or naming.config_name(endpoint, content),
-        model_name="",
-        version=version.version,
-        version_arn=version.arn,
-        image="",
-        artifact="",
-        instance_type=instance_type,
-        instance_count=count,
-        data_capture_percent=capture,
-        data_capture_destination=dest,
-    )

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from modeldeploy.spec import ModelDeploymentSpec, parse_spec
+from modeldeploy.status import ModelDeploymentStatus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "modeldeployment.yaml"
@@ -419,3 +420,40 @@ def test_registration_status_records_the_serving_image() -> None:
     registration = root_schema(load_crd())["properties"]["status"]["properties"]["registration"]
     for name in ("artifact", "digest", "frameworkVersion", "image"):
         assert registration["properties"][name]["type"] == "string", name
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def status_field_diffs(crd: dict, py: dict, defs: dict, path: str = "status") -> list[str]:
+    """Field names at every level of the status: the API server prunes a field the CRD lacks,
+    so whatever the typed status can write must be in the schema, and nothing more."""
+    py = _resolve(py, defs)
+    if py.get("type") == "array":
+        return status_field_diffs(crd.get("items", {}), py["items"], defs, f"{path}[]")
+    if "properties" not in py:
+        return []
+    crd_props, py_props = crd.get("properties", {}), py["properties"]
+    diffs = [f"{path}.{n}: only in the CRD" for n in sorted(crd_props.keys() - py_props.keys())]
+    diffs += [f"{path}.{n}: only in pydantic" for n in sorted(py_props.keys() - crd_props.keys())]
+    for name in sorted(crd_props.keys() & py_props.keys()):
+        diffs += status_field_diffs(crd_props[name], py_props[name], defs, f"{path}.{name}")
+    return diffs
+
+
+def _status_diffs(crd_status: dict) -> list[str]:
+    py = ModelDeploymentStatus.model_json_schema()
+    return status_field_diffs(crd_status, py, py.get("$defs", {}))
+
+
+def test_crd_status_schema_matches_the_typed_status() -> None:
+    assert _status_diffs(root_schema(load_crd())["properties"]["status"]) == []
+
+
+def test_a_status_field_missing_from_the_crd_is_detected() -> None:
+    status = copy.deepcopy(root_schema(load_crd())["properties"]["status"])
+    del status["properties"]["staging"]["properties"]["smokeTest"]["properties"]["latencyMs"]
+    status["properties"]["production"]["properties"]["replicas"] = {"type": "integer"}
+    diffs = _status_diffs(status)
+    assert "status.staging.smokeTest.latencyMs: only in pydantic" in diffs
+    assert "status.production.replicas: only in the CRD" in diffs

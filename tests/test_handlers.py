@@ -15,10 +15,8 @@ from modeldeploy.providers import ProviderFactory
 
 
 @pytest.fixture
-def providers(aws_env, monkeypatch) -> ProviderFactory:
-    factory = ProviderFactory(default="sagemaker")
-    monkeypatch.setattr(handlers, "PROVIDERS", factory)
-    return factory
+def providers(aws_env) -> ProviderFactory:
+    return ProviderFactory(default="sagemaker")
 
 
 @pytest.fixture
@@ -34,7 +32,8 @@ def resource(providers, model_artifact, role_arn, upload) -> Resource:
             "approval": {"policy": "Manual"},
             "staging": {"smokeTest": {"payload": "0.1,0.2,0.3,0.4", "maxLatencyMs": 5000}},
             "production": {"promotion": "Manual"},
-        }
+        },
+        providers=providers,
     )
 
 
@@ -81,7 +80,7 @@ def test_pipeline_from_registration_to_production(resource, providers, invoke_re
     # Steady resync: no mutating call, at most two reads, and no status change.
     before = copy.deepcopy(resource.status)
     calls = count_calls(providers, resource.raw["spec"])
-    patch = resource.call(handlers.reconcile)
+    patch = resource.call(handlers.on_change)
     assert [c for c in calls if c.startswith(MUTATING)] == []
     assert len(calls) <= 2, calls
     assert not patch.get("status")
@@ -89,13 +88,16 @@ def test_pipeline_from_registration_to_production(resource, providers, invoke_re
 
 
 def test_invalid_spec_is_reported_and_stalls(providers):
-    res = Resource({"modelPackageGroup": {"name": "churn"}, "approval": {"policy": "Automatic"}})
-    res.call(handlers.reconcile)
+    res = Resource(
+        {"modelPackageGroup": {"name": "churn"}, "approval": {"policy": "Automatic"}},
+        providers=providers,
+    )
+    res.call(handlers.on_change)
     assert res.status["phase"] == "Failed"
     assert res.condition("Stalled") == ("True", "InvalidSpec")
     assert "spec.approval" in res.status["message"]
     assert [e.reason for e in res.events] == ["InvalidSpec"]
-    res.call(handlers.reconcile)  # the same generation: no second Event
+    res.call(handlers.on_change)  # the same generation: no second Event
     assert [e.reason for e in res.events] == ["InvalidSpec"]
 
 
@@ -106,7 +108,7 @@ def test_incompatible_artifact_stalls_until_the_spec_changes(resource, providers
     message = resource.status["message"]
     assert "1.7" in message and "3.2" in message
     calls = count_calls(providers, resource.raw["spec"])
-    resource.call(handlers.reconcile)
+    resource.call(handlers.on_change)
     assert not [c for c in calls if c.startswith(MUTATING)]  # no retry of the same input
     resource.edit_spec(lambda s: s["model"].update(frameworkVersion="3.2-0"))
     resource.reconcile_until("PendingApproval")
@@ -118,14 +120,15 @@ def test_delete_honours_deletion_policy(resource, providers, invoke_results, sag
     resource.reconcile_until("AwaitingPromotion")
     endpoint = resource.status["staging"]["endpointName"]
 
-    retained = copy.deepcopy(resource)
+    retained = Resource(copy.deepcopy(resource.raw["spec"]), providers=providers)
+    retained.raw["status"] = copy.deepcopy(resource.status)
     retained.raw["spec"]["deletionPolicy"] = "Retain"
-    retained.call(handlers.delete)
+    retained.call(handlers.on_delete)
     assert sagemaker_client.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
 
     for _ in range(5):
         try:
-            resource.call(handlers.delete)
+            resource.call(handlers.on_delete)
             break
         except kopf.TemporaryError:
             continue
@@ -170,13 +173,14 @@ def test_unreadable_remote_state_stalls_with_a_message(providers, sagemaker_clie
             "region": "us-east-1",
             "roleArn": role_arn,
             "modelPackageGroup": {"name": "pipeline"},
-        }
+        },
+        providers=providers,
     )
-    res.call(handlers.reconcile)
+    res.call(handlers.on_change)
     assert res.status["phase"] == "Failed"
     assert res.condition("Stalled") == ("True", "RemoteError")
     assert "s3://nowhere/e.json" in res.status["message"]
-    res.call(handlers.reconcile)
+    res.call(handlers.on_change)
     assert [e.reason for e in res.events] == ["RemoteError"]  # one Event, not one per pass
 
 

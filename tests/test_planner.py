@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
 from modeldeploy import naming
+from modeldeploy.reconcile import planner
 from modeldeploy.reconcile.actions import (
+    Action,
     DeleteEndpoint,
     DeployEndpoint,
     EnsureGroup,
@@ -16,14 +19,34 @@ from modeldeploy.reconcile.actions import (
     SmokeTest,
 )
 from modeldeploy.reconcile.conditions import condition
-from modeldeploy.reconcile.planner import Context, desired_config, evaluate_rules, plan
+from modeldeploy.reconcile.finalize import finalize
+from modeldeploy.reconcile.gates import evaluate_rules
+from modeldeploy.reconcile.stages import desired_config
+from modeldeploy.reconcile.types import DEFAULT_TIMING, Context, Event
 from modeldeploy.remote import Endpoint, ModelVersion, Observed
 from modeldeploy.spec import ApprovalRule, parse_spec
+from modeldeploy.status import parse_status
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 GROUP_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/churn"
 STAGING = naming.endpoint_name("ml", "churn", "staging")
 PROD = naming.endpoint_name("ml", "churn", "production")
+
+
+@dataclass
+class Planned:
+    actions: list[Action]
+    status: dict
+    events: list[Event]
+    requeue_after: float
+
+
+def plan(spec, status: dict, observed: Observed, ctx: Context, timing=DEFAULT_TIMING) -> Planned:
+    """A pass whose actions are not run: the plan, finalized into the status it writes."""
+    old = parse_status(status)
+    p = planner.plan(spec, old, observed, ctx, timing)
+    new, events = finalize(old, p.status, p.verdict, ctx)
+    return Planned(p.actions, new.to_dict(), p.events + events, p.verdict.requeue_after)
 
 
 def ctx(generation: int = 1) -> Context:
@@ -172,8 +195,12 @@ def test_first_approved_version_creates_staging():
     p = plan(spec(), {}, Observed(GROUP_ARN, (v1,)), ctx())
     (deploy,) = p.actions
     assert isinstance(deploy, DeployEndpoint)
-    assert (deploy.stage, deploy.endpoint_name, deploy.update) == ("staging", STAGING, False)
-    assert deploy.config_name == cfg(STAGING, v1)
+    assert (deploy.stage, deploy.request.endpoint_name, deploy.update) == (
+        "staging",
+        STAGING,
+        False,
+    )
+    assert deploy.request.config_name == cfg(STAGING, v1)
     assert p.status["phase"] == "DeployingStaging"
     assert p.status["staging"]["targetVersion"] == 1
     assert p.requeue_after == 1.0
@@ -213,7 +240,7 @@ def test_promoted_version_creates_production_and_then_is_ready():
     obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
     p = plan(s, status, obs, ctx())
     (deploy,) = p.actions
-    assert (deploy.stage, deploy.endpoint_name, deploy.version) == ("production", PROD, 1)
+    assert (deploy.stage, deploy.request.endpoint_name, deploy.version) == ("production", PROD, 1)
     status["production"] = stage_status(PROD, v1)
     obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
@@ -417,8 +444,8 @@ def test_instance_count_change_is_a_new_config():
     }
     obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
     (deploy,) = plan(s, status, obs, ctx()).actions
-    assert deploy.update and deploy.instance_count == 2
-    assert deploy.config_name == cfg(PROD, v1, count=2) != cfg(PROD, v1)
+    assert deploy.update and deploy.request.instance_count == 2
+    assert deploy.request.config_name == cfg(PROD, v1, count=2) != cfg(PROD, v1)
 
 
 def test_steady_state_is_a_fixed_point():

@@ -3,6 +3,11 @@
 create / update / resume run a pass at once (so a change of approvedVersion or promotedVersion
 acts immediately); a short timer runs the next pass when the previous one asked for it (soon
 after an action, every ~30 s while remote state is transitional, slowly when steady).
+
+What the handlers need is injected through kopf's memo at startup (`memo.providers`,
+`memo.timing`, `memo.post_event`); an embedder or a test sets its own before the operator
+starts, and per-object memos (kopf copies the operator's memo for each object) carry the
+per-resource bookkeeping: the lock, the last status written, failures, the next due time.
 """
 
 from __future__ import annotations
@@ -11,31 +16,34 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 
 import kopf
 
-from modeldeploy import controller, remote_cleanup
 from modeldeploy.providers import ProviderFactory
-from modeldeploy.reconcile.planner import Event, Timing
+from modeldeploy.reconcile import cleanup, controller
+from modeldeploy.reconcile.types import Event, Timing
 
 GROUP, VERSION, PLURAL = "mlops.modeldeploy.dev", "v1alpha1", "modeldeployments"
+# kopf fixes a timer's interval when the handler is declared, so this one is read at import.
+TICK = float(os.environ.get("MODELDEPLOY_TICK_SECONDS", 2))
+EventSink = Callable[[kopf.Body, Event], None]
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+def post_event(body: kopf.Body, event: Event) -> None:
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
 
 
-TIMING = Timing(
-    act=_seconds("MODELDEPLOY_ACT_SECONDS", 1),
-    poll=_seconds("MODELDEPLOY_POLL_SECONDS", 30),
-    resync=_seconds("MODELDEPLOY_RESYNC_SECONDS", 600),
-)
-TICK = _seconds("MODELDEPLOY_TICK_SECONDS", 2)
-PROVIDERS = ProviderFactory()
+def defaults(memo: kopf.Memo) -> kopf.Memo:
+    """Fill in whatever the embedder did not inject."""
+    memo.setdefault("providers", ProviderFactory())
+    memo.setdefault("timing", Timing.from_env())
+    memo.setdefault("post_event", post_event)
+    return memo
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     # Keep kopf's bookkeeping in annotations: our status schema is structural and owned by us.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -43,6 +51,7 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.ERROR  # our own Events say what happened, not log lines
+    defaults(memo)
 
 
 def _plain(obj: object) -> dict:
@@ -64,14 +73,8 @@ def status_patch(old: dict, new: dict) -> dict:
     return patch
 
 
-def post_events(body: kopf.Body, events: list[Event]) -> None:
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
-
-
-async def run_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    lock = memo.setdefault("lock", asyncio.Lock())
-    async with lock:
+async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+    async with memo.setdefault("lock", asyncio.Lock()):
         resource = _plain(body)
         # Only this operator writes the status, and the one it wrote last may be newer than a
         # body whose watch event has not arrived yet (a restart starts from the body's).
@@ -79,10 +82,10 @@ async def run_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             resource["status"] = memo["status"]
         old = resource.get("status") or {}
         result = await asyncio.to_thread(
-            controller.reconcile,
+            controller.run_pass,
             resource,
-            PROVIDERS,
-            timing=TIMING,
+            memo.providers,
+            timing=memo.timing,
             failures=memo.get("failures", 0),
         )
         memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
@@ -90,33 +93,36 @@ async def run_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
         memo["next_due"] = asyncio.get_running_loop().time() + result.requeue_after
         for key, value in status_patch(old, result.status).items():
             patch.status[key] = value
-        post_events(body, result.events)
+        for event in result.events:
+            memo.post_event(body, event)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
-    await run_pass(body, patch, memo)
+async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
+    await _pass(body, patch, defaults(memo))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK)
-async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
+async def on_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
     if body.metadata.get("deletionTimestamp"):
         return
     if asyncio.get_running_loop().time() >= memo.get("next_due", 0.0):
-        await run_pass(body, patch, memo)
+        await _pass(body, patch, defaults(memo))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
-    lock = memo.setdefault("lock", asyncio.Lock())
-    async with lock:
-        result = await asyncio.to_thread(remote_cleanup.cleanup, _plain(body), PROVIDERS)
+async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
+    memo = defaults(memo)
+    async with memo.setdefault("lock", asyncio.Lock()):
+        result = await asyncio.to_thread(cleanup.cleanup, _plain(body), memo.providers)
     # The same error on every retry is one Event, not one a minute.
-    fresh = [e for e in result.events if e.message != memo.get("cleanup_error")]
-    post_events(body, fresh)
+    for event in result.events:
+        if event.message != memo.get("cleanup_error"):
+            memo.post_event(body, event)
     if not result.done:
         memo["cleanup_error"] = next((e.message for e in result.events if e.type == "Warning"), "")
-        delay = max(TIMING.poll, 60) if result.stuck else min(TIMING.poll, 10)
+        poll = memo.timing.poll
+        delay = max(poll, 60) if result.stuck else min(poll, 10)
         raise kopf.TemporaryError(result.message, delay=delay)

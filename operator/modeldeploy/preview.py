@@ -7,15 +7,16 @@ for a pull request: run it against the manifest you are about to merge.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile.actions import describe
-from modeldeploy.reconcile.planner import Context, plan
+from modeldeploy.reconcile.controller import context
+from modeldeploy.reconcile.planner import plan
 from modeldeploy.spec import SpecError, parse_spec
+from modeldeploy.status import parse_status
 
 KIND = "ModelDeployment"
 
@@ -42,10 +43,9 @@ def preview(doc: dict, providers: ProviderFactory) -> int:
     except SpecError as err:
         print(f"  invalid: {err}")
         return 1
-    status = doc.get("status") or {}
-    observed = provider.observe(spec, status, namespace=namespace, name=name)
-    ctx = Context(namespace, name, int(meta.get("generation", 1)), datetime.now(UTC))
-    result = plan(spec, status, observed, ctx)
+    status = parse_status(doc.get("status"))
+    observed = provider.observe(spec, status.observe_hint(spec), namespace=namespace, name=name)
+    result = plan(spec, status, observed, context({**doc, "metadata": {**meta, "name": name}}))
     print(f"  provider:  {spec.provider}" + (f" ({spec.region})" if spec.region else ""))
     latest = observed.latest
     print(
@@ -63,5 +63,5 @@ def preview(doc: dict, providers: ProviderFactory) -> int:
             print(f"    {n}. {describe(action)}")
     else:
         print("  next pass would change nothing")
-    print(f"  phase:     {result.status['phase']}: {result.status['message']}")
+    print(f"  phase:     {result.verdict.phase}: {result.verdict.message}")
     return 0

@@ -1,20 +1,55 @@
-"""What a provider observes of the remote world, in provider-neutral terms.
+"""What a provider observes of the remote world, and what it is asked to do, in neutral terms.
 
-The planner reads only these types, so it never needs to know which provider is behind them.
-Statuses keep SageMaker's spelling (`PendingManualApproval`, `InService`, ...) for every provider.
+The planner reads only these types, so it never needs to know which provider is behind them,
+and providers import nothing from `reconcile`. Statuses keep SageMaker's spelling
+(`PendingManualApproval`, `InService`, ...) for every provider.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 PENDING = "PendingManualApproval"
 APPROVED = "Approved"
 REJECTED = "Rejected"
 
-# Endpoint statuses that will change on their own: poll, do not act.
-TRANSITIONAL_ENDPOINT_STATUSES = frozenset(
-    {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+
+class EndpointStatus(StrEnum):
+    """SageMaker's endpoint life cycle; every hosting backend reports in these words."""
+
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SYSTEM_UPDATING = "SystemUpdating"
+    ROLLING_BACK = "RollingBack"
+    DELETING = "Deleting"
+    IN_SERVICE = "InService"
+    FAILED = "Failed"
+    OUT_OF_SERVICE = "OutOfService"
+    UPDATE_ROLLBACK_FAILED = "UpdateRollbackFailed"
+
+    @staticmethod
+    def is_transitional(status: str) -> bool:
+        """It will change on its own: poll, do not act."""
+        return status in _TRANSITIONAL
+
+    @staticmethod
+    def is_failed(status: str) -> bool:
+        """It will not recover by itself: delete and recreate it."""
+        return status in _FAILED
+
+
+_TRANSITIONAL = frozenset(
+    {
+        EndpointStatus.CREATING,
+        EndpointStatus.UPDATING,
+        EndpointStatus.SYSTEM_UPDATING,
+        EndpointStatus.ROLLING_BACK,
+        EndpointStatus.DELETING,
+    }
+)
+_FAILED = frozenset(
+    {EndpointStatus.FAILED, EndpointStatus.OUT_OF_SERVICE, EndpointStatus.UPDATE_ROLLBACK_FAILED}
 )
 
 
@@ -37,7 +72,7 @@ class Endpoint:
     """A hosted endpoint as the provider sees it."""
 
     name: str
-    status: str  # Creating | Updating | InService | Failed | ...
+    status: str  # an EndpointStatus, verbatim
     config_name: str = ""
     failure_reason: str = ""
     url: str = ""
@@ -62,6 +97,44 @@ class Observed:
     @property
     def latest(self) -> ModelVersion | None:
         return self.versions[0] if self.versions else None
+
+
+@dataclass(frozen=True)
+class RecordedStage:
+    """What status recorded of one stage's endpoint."""
+
+    endpoint_name: str = ""
+    # The config status saw the endpoint settle on, when no deployment is in flight: a listed
+    # InService endpoint then needs no describe.
+    settled_config: str = ""
+
+
+@dataclass(frozen=True)
+class ObserveHint:
+    """What status already knows, so a steady observe can skip reads whose answer it holds."""
+
+    group_arn: str | None = None  # the group status recorded, if it is the spec's group
+    latest: ModelVersion | None = None  # the newest version as status described it
+    versions: frozenset[int] = frozenset()  # every version the spec or status refers to
+    staging: RecordedStage = RecordedStage()
+    production: RecordedStage = RecordedStage()
+
+    def stage(self, name: str) -> RecordedStage:
+        return self.production if name == "production" else self.staging
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Put `version` on an endpoint with this hash-named config (created when missing)."""
+
+    stage: str  # staging | production
+    endpoint_name: str
+    config_name: str  # content-hash name: immutable, so a change is a new config
+    version: ModelVersion
+    instance_type: str
+    instance_count: int
+    data_capture_percent: int = 0
+    data_capture_destination: str | None = None
 
 
 @dataclass(frozen=True)

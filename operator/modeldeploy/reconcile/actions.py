@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from modeldeploy.remote import DeployRequest
+
 Stage = Literal["staging", "production"]
 
 
@@ -29,19 +31,16 @@ class SetApproval:
 
 @dataclass(frozen=True)
 class DeployEndpoint:
-    stage: Stage
-    endpoint_name: str
-    config_name: str  # content-hash name: immutable, so a change is a new config
-    model_name: str
-    version: int
-    version_arn: str
-    image: str
-    artifact: str
-    instance_type: str
-    instance_count: int
-    data_capture_percent: int = 0
-    data_capture_destination: str | None = None
-    update: bool = False  # the endpoint exists: UpdateEndpoint instead of CreateEndpoint
+    request: DeployRequest
+    update: bool = False  # the endpoint exists: an update, not a creation
+
+    @property
+    def stage(self) -> str:
+        return self.request.stage
+
+    @property
+    def version(self) -> int:
+        return self.request.version.version
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,8 @@ def action_key(action: Action) -> str:
     match action:
         case RegisterVersion(artifact=artifact):
             return stall_key("register", artifact)
-        case DeployEndpoint(stage=stage, config_name=config):
-            return stall_key("deploy", stage, config)
+        case DeployEndpoint(request=request):
+            return stall_key("deploy", request.stage, request.config_name)
         case SetApproval(version=version):
             return stall_key("approval", version)
         case SmokeTest(config_name=config):
@@ -92,12 +91,11 @@ def describe(action: Action) -> str:
             return f"register {artifact} as a new PendingManualApproval version"
         case SetApproval(version=v, status=s, description=d):
             return f"set version {v} to {s} ({d})"
-        case DeployEndpoint():
-            verb = "update" if action.update else "create"
+        case DeployEndpoint(request=r, update=update):
             return (
-                f"{verb} {action.stage} endpoint {action.endpoint_name} -> version "
-                f"{action.version} on {action.instance_count} x {action.instance_type} "
-                f"(config {action.config_name})"
+                f"{'update' if update else 'create'} {r.stage} endpoint {r.endpoint_name} -> "
+                f"version {r.version.version} on {r.instance_count} x {r.instance_type} "
+                f"(config {r.config_name})"
             )
         case SmokeTest(endpoint_name=name, version=v, content_type=ct):
             return f"smoke-test {name} (version {v}) with the spec's {ct} payload"

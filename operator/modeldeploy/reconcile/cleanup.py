@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from modeldeploy import naming
 from modeldeploy.providers import ProviderFactory
-from modeldeploy.providers.base import ProviderError, TransientError
-from modeldeploy.reconcile.planner import Event
+from modeldeploy.providers.errors import ProviderError, TransientError
+from modeldeploy.reconcile.reasons import Reason
+from modeldeploy.reconcile.types import Event
 from modeldeploy.spec import SpecError, parse_spec
 
 
@@ -33,16 +34,17 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
         # Nothing could have been deployed from this spec by this generation; let it go.
         return CleanupResult(True, f"invalid spec, nothing to clean up: {err}")
     if spec.deletionPolicy == "Retain":
+        text = "deletionPolicy Retain: remote endpoints are kept"
         return CleanupResult(
             True,
             "deletionPolicy Retain: endpoints are kept",
-            [Event("Normal", "Retained", "deletionPolicy Retain: remote endpoints are kept")],
+            [Event("Normal", Reason.RETAINED, text)],
         )
     pending, events = [], []
     for stage in ("production", "staging"):
         endpoint = naming.endpoint_name(namespace, name, stage)
         try:
-            gone = provider.delete_endpoint(endpoint)
+            gone = provider.hosting.delete(endpoint)
         except TransientError as err:
             return CleanupResult(False, f"deleting {endpoint}: {err}", events)
         except ProviderError as err:
@@ -50,11 +52,11 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
                 f"deleting {endpoint}: {err}; fix access and it is retried, or set "
                 "spec.deletionPolicy: Retain to let the resource go and keep the endpoint"
             )
-            events.append(Event("Warning", "DeletionFailed", text))
+            events.append(Event("Warning", Reason.DELETION_FAILED, text))
             return CleanupResult(False, text, events, stuck=True)
         if not gone:
             pending.append(endpoint)
     if pending:
         return CleanupResult(False, f"waiting for {', '.join(pending)} to be deleted", events)
-    events.append(Event("Normal", "Deleted", "staging and production endpoints are deleted"))
+    events.append(Event("Normal", Reason.DELETED, "staging and production endpoints are deleted"))
     return CleanupResult(True, "endpoints deleted", events)

@@ -1,0 +1,65 @@
+"""The interface every provider implements: a `Registry`, a `Hosting`, and `observe`.
+
+A provider is the pair of backends plus one read of everything the planner needs. Adding a
+provider means one package under `providers/` with these three pieces, a builder in
+`providers/__init__.py`, and the contract suite (`tests/test_provider_contract.py`) run over it.
+Errors are `errors.TransientError` (retried) or `errors.TerminalError` (stalls the input).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from modeldeploy.remote import DeployRequest, Endpoint, InvokeResult, ModelVersion, Observed
+from modeldeploy.remote import ObserveHint as ObserveHint
+from modeldeploy.spec import ModelDeploymentSpec
+
+
+class Registry(Protocol):
+    """Model package groups and their versions (SageMaker Model Registry semantics)."""
+
+    def group_arn(self, group: str) -> str | None:
+        """The group's ARN, or None when it does not exist."""
+
+    def ensure_group(self, name: str, description: str | None) -> str:
+        """Create the group if missing; return its ARN."""
+
+    def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
+        """Register spec.model as a new PendingManualApproval version.
+
+        Idempotent: if a version with the same artifact digest exists, return it instead.
+        Raises TerminalError when the artifact is unreadable or unsafe, or its xgboost version
+        does not match the serving image.
+        """
+
+    def set_approval(self, version_arn: str, status: str, description: str) -> None: ...
+
+
+class Hosting(Protocol):
+    """Endpoints with SageMaker's life cycle (`remote.EndpointStatus`)."""
+
+    def describe(self, name: str) -> Endpoint | None: ...
+
+    def deploy(self, request: DeployRequest) -> None:
+        """Create what the hash-named config needs if missing, then create the endpoint or
+        point it at the config. Returns once the change is accepted."""
+
+    def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult: ...
+
+    def delete(self, name: str) -> bool:
+        """Start deleting the endpoint (and what only it uses); True once it is gone."""
+
+
+class Provider(Protocol):
+    name: str
+    registry: Registry
+    hosting: Hosting
+    # The longest a steady resource waits for its next look (None: the operator's resync).
+    max_resync_seconds: float | None
+
+    def observe(
+        self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
+    ) -> Observed:
+        """Read remote state with at most two read calls when nothing is transitional; the
+        hint says what status already knows (an endpoint settled on a config, the newest
+        version's metrics) and which versions must be in the answer."""

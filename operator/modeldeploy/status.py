@@ -1,0 +1,177 @@
+"""The typed status of a ModelDeployment: the twin of the CRD's status schema, as spec.py is of
+its spec (tests/test_crd_sync.py keeps them in step).
+
+The operator is the only writer. Field names are the CRD's, so `status.latestVersion.version`
+reads as `kubectl get -o yaml` shows it. Optional fields are None when unset and left out of
+what is written (`to_dict`).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modeldeploy.remote import ModelVersion, ObserveHint, RecordedStage
+from modeldeploy.spec import ModelDeploymentSpec
+
+STAGES = ("staging", "production")
+
+
+class _Status(BaseModel):
+    # Unknown keys are dropped: they were written by someone else, or by an older operator.
+    model_config = ConfigDict(extra="ignore")
+
+
+class GroupStatus(_Status):
+    name: str = Field(description="Group name.")
+    arn: str = Field("", description="Group ARN (or the local store's identifier).")
+
+
+class RegistrationStatus(_Status):
+    artifact: str = Field(description="The artifact URI as given in spec.model.artifact.")
+    frameworkVersion: str = Field(
+        "", description="spec.model.frameworkVersion it was registered with, if given."
+    )
+    image: str = Field("", description="spec.model.image it was registered with, if given.")
+    digest: str | None = Field(None, description="sha256 of the artifact's bytes.")
+    version: int | None = Field(None, description="The version it was registered as.")
+    arn: str | None = Field(None, description="The ARN of that version.")
+
+    def input(self) -> tuple[str, str, str]:
+        return self.artifact, self.frameworkVersion, self.image
+
+
+class LatestVersionStatus(_Status):
+    version: int = Field(description="Version number in the group.")
+    arn: str = Field(description="Model package ARN of this version.")
+    approvalStatus: str = Field(description="Registry approval status, verbatim.")
+    approvalDescription: str | None = Field(None, description="Registry approval description.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Metrics by name.")
+    artifact: str | None = Field(None, description="Where the serving container reads it.")
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> LatestVersionStatus:
+        return cls(
+            version=version.version,
+            arn=version.arn,
+            approvalStatus=version.approval_status,
+            approvalDescription=version.approval_description or None,
+            metrics=dict(version.metrics),
+        )
+
+    def as_version(self) -> ModelVersion:
+        return ModelVersion(
+            version=self.version,
+            arn=self.arn,
+            approval_status=self.approvalStatus,
+            artifact=self.artifact or "",
+            metrics=dict(self.metrics),
+            approval_description=self.approvalDescription or "",
+        )
+
+
+class SmokeTestStatus(_Status):
+    passed: bool = Field(description="Whether it passed.")
+    latencyMs: float | None = Field(None, description="Round-trip latency of the request.")
+    at: str | None = Field(None, description="When it ran.")
+    version: int = Field(description="Version it tested.")
+    configName: str = Field(description="Operator bookkeeping; the endpoint config it tested.")
+    generation: int | None = Field(None, description="The metadata.generation it ran under.")
+    message: str | None = Field(None, description="Why it failed, or a summary of the answer.")
+
+
+class StageStatus(_Status):
+    endpointName: str | None = Field(None, description="Endpoint name.")
+    endpointConfigName: str | None = Field(None, description="Endpoint config it serves.")
+    version: int | None = Field(None, description="Version the endpoint serves.")
+    targetConfigName: str | None = Field(None, description="The config a deployment moves to.")
+    targetVersion: int | None = Field(None, description="The version a deployment moves to.")
+    endpointStatus: str | None = Field(None, description="Endpoint status, verbatim.")
+    failureReason: str | None = Field(None, description="Failure reason, verbatim.")
+    url: str | None = Field(None, description="Invocation URL.")
+
+
+class StagingStatus(StageStatus):
+    smokeTest: SmokeTestStatus | None = Field(None, description="The last smoke test.")
+
+
+class ProductionStatus(StageStatus):
+    previousVersion: int | None = Field(None, description="Version production served before.")
+
+
+class StallStatus(_Status):
+    """What failed terminally (`key` names the input) and under which generation."""
+
+    model_config = ConfigDict(extra="allow")  # the CRD preserves unknown fields here
+    key: str
+    generation: int
+    reason: str
+    message: str
+    # "action": a provider refused an action; the planner holds that action back until the
+    # spec changes. None: the planner found the failure in remote state itself.
+    source: str | None = None
+
+    def holds(self, generation: int) -> bool:
+        return self.generation == generation
+
+
+class Condition(_Status):
+    type: str
+    status: str
+    reason: str
+    message: str
+    observedGeneration: int | None = None
+    lastTransitionTime: str
+
+
+class ModelDeploymentStatus(_Status):
+    observedGeneration: int | None = None
+    phase: str | None = None
+    message: str | None = None
+    modelPackageGroup: GroupStatus | None = None
+    registration: RegistrationStatus | None = None
+    latestVersion: LatestVersionStatus | None = None
+    staging: StagingStatus | None = None
+    production: ProductionStatus | None = None
+    stalled: StallStatus | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+    def stage(self, name: str) -> StagingStatus | ProductionStatus | None:
+        return self.staging if name == "staging" else self.production
+
+    def condition(self, ctype: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == ctype), None)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+    def observe_hint(self, spec: ModelDeploymentSpec) -> ObserveHint:
+        """What this status tells a provider's observe (only what is about the spec's group)."""
+        group = spec.modelPackageGroup.name
+        wanted = {spec.approval.approvedVersion, spec.production.promotedVersion}
+        same_group = self.modelPackageGroup is not None and self.modelPackageGroup.name == group
+        if not same_group:
+            return ObserveHint(versions=frozenset(v for v in wanted if v is not None))
+        stages: dict[str, RecordedStage] = {}
+        for name in STAGES:
+            st = self.stage(name) or StageStatus()
+            wanted |= {st.version, st.targetVersion, getattr(st, "previousVersion", None)}
+            config = st.endpointConfigName or ""
+            settled = config and (st.targetConfigName or config) == config
+            stages[name] = RecordedStage(st.endpointName or "", config if settled else "")
+        if self.registration:
+            wanted.add(self.registration.version)
+        return ObserveHint(
+            group_arn=self.modelPackageGroup.arn or None,  # type: ignore[union-attr]
+            latest=self.latestVersion.as_version() if self.latestVersion else None,
+            versions=frozenset(v for v in wanted if v is not None),
+            **stages,
+        )
+
+
+def parse_status(raw: dict | None) -> ModelDeploymentStatus:
+    """The status as the operator wrote it. One that does not parse (edited by hand) is started
+    afresh: it is bookkeeping, and the next pass rebuilds it from the remote state."""
+    try:
+        return ModelDeploymentStatus.model_validate(raw or {})
+    except ValidationError:
+        return ModelDeploymentStatus()
