@@ -28,8 +28,11 @@ import pytest
 import xgboost
 
 from modeldeploy.artifacts.package import MODEL_MEMBER, read_model_member, write_model_tar
-from modeldeploy.serving import codecs, serve_main
+from modeldeploy.cli import build_parser
+from modeldeploy.serving import codecs, workers
+from modeldeploy.serving.__main__ import main as serving_module_main
 from modeldeploy.serving.model import ModelLoadError, load_model
+from modeldeploy.serving.workers import serve_main
 from modeldeploy.training.train import train
 
 SMALL_LIMIT = 64 * 1024  # MAX_CONTENT_LENGTH of the shared server, so that 413 is cheap to hit
@@ -404,6 +407,26 @@ def test_port_from_env_and_sigterm(trained: dict, tmp_path: Path) -> None:
         started = time.monotonic()
         assert srv.stop() == 0
     assert time.monotonic() - started < 5  # SIGTERM stops it promptly
+
+
+def test_both_entry_points_take_the_same_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`modeldeploy serve` and `python -m modeldeploy.serving` parse alike (one declaration)."""
+    calls: list[tuple[tuple, dict]] = []
+
+    def record(*args: object, **kwargs: object) -> int:
+        calls.append((args, kwargs))
+        return 0
+
+    monkeypatch.setattr(workers, "serve_main", record)
+    model = tmp_path / "model.tar.gz"
+    for argv in ([], ["--port", "9", "--host", "0.0.0.0", "--workers", "3"]):
+        assert serving_module_main(["--model", str(model), *argv]) == 0
+        args = build_parser().parse_args(["serve", "--model", str(model), *argv])
+        assert args.func(args) == 0
+        assert calls[-1] == calls[-2], argv
+    assert calls[0] == ((model,), {"port": None, "host": "127.0.0.1", "workers": 1})
 
 
 # --- model loading and untrusted artifacts --------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modeldeploy import __version__
+from modeldeploy import __version__, serving
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -77,10 +77,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from modeldeploy.serving import serve_main
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serve_main(Path(args.model), port=args.port, host=args.host, workers=args.workers)
+    return serving.serve(args)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -130,15 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--default-provider", choices=["sagemaker", "local"])
     plan.set_defaults(func=_plan)
 
-    serve = sub.add_parser(
-        "serve", help="serve a model over the SageMaker XGBoost container's HTTP contract"
-    )
-    serve.add_argument("--model", required=True, help="model.tar.gz, an xgboost-model file or dir")
-    serve.add_argument(
-        "--port", type=int, default=None, help="default: $SAGEMAKER_BIND_TO_PORT, else 8080"
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve = sub.add_parser("serve", help=serving.HELP)
+    serving.add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     cluster = sub.add_parser(
