@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from kube import kubectl
 
-from modeldeploy.cluster import ClusterPKI, ControlPlane, cluster_command
+from modeldeploy.cluster import ClusterPKI, ControlPlane, binaries, cluster_command
 from modeldeploy.cluster.controlplane import process_alive
 from modeldeploy.cluster.pki import cert_subject
 
@@ -40,6 +40,59 @@ def test_pki_client_certs_carry_user_and_groups(tmp_path: Path) -> None:
     # ensure() keeps what exists: kubeconfigs written earlier stay valid.
     before = pki.admin.cert.read_bytes()
     assert ClusterPKI(tmp_path).ensure().admin.cert.read_bytes() == before
+
+
+def test_checkout_builds_with_its_own_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the checkout (editable install) no variable is needed."""
+    monkeypatch.delenv(binaries.SOURCE_DIR_ENV, raising=False)
+    assert binaries.build_script() == GO_MOD.parents[1] / "build-controlplane.sh"
+
+
+@pytest.fixture
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This module as a wheel installs it: in site-packages, no checkout around it."""
+    monkeypatch.delenv(binaries.BIN_DIR_ENV, raising=False)
+    monkeypatch.delenv(binaries.SOURCE_DIR_ENV, raising=False)
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    monkeypatch.setattr(binaries, "_HERE", site / "modeldeploy" / "cluster" / "binaries.py")
+    return site
+
+
+def test_installed_package_without_source_tree_says_what_it_needs(
+    installed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert cluster_command("up", tmp_path / "state") == 1
+    err = capsys.readouterr().err
+    assert "has no source tree" in err and str(installed / "modeldeploy") in err
+    assert "MODELDEPLOY_CONTROLPLANE_BIN_DIR" in err and "MODELDEPLOY_SOURCE_DIR" in err
+    assert "hack/build-controlplane.sh" in err
+    assert not (tmp_path / "state").exists()  # refused before writing certificates
+
+    not_a_checkout = tmp_path / "elsewhere"
+    not_a_checkout.mkdir()
+    monkeypatch.setenv(binaries.SOURCE_DIR_ENV, str(not_a_checkout))
+    with pytest.raises(binaries.BinariesError, match=r"MODELDEPLOY_SOURCE_DIR=.*elsewhere has no"):
+        binaries.ensure_binaries()
+
+
+def test_installed_package_builds_through_the_source_dir(
+    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MODELDEPLOY_SOURCE_DIR's script is run, and its printed directory is used."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("kube-apiserver", "etcd", "kubectl"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "checkout" / "hack" / "build-controlplane.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!/bin/sh\necho building >&2\necho {bin_dir}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv(binaries.SOURCE_DIR_ENV, str(tmp_path / "checkout"))
+    assert binaries.ensure_binaries().kubectl == bin_dir / "kubectl"
 
 
 def test_kubectl_version_reports_the_pinned_release(kubeconfig: Path) -> None:

@@ -1,10 +1,12 @@
-"""Where the control-plane binaries come from: hack/build-controlplane.sh, run from the checkout.
+"""Where the control-plane binaries come from: hack/build-controlplane.sh in a source checkout.
 
 The script builds kube-apiserver, kubectl and etcd from the Go module proxy into a cache
 directory keyed by the pins and is a no-op when they are up to date, so calling it every time
-is cheap.
-MODELDEPLOY_CONTROLPLANE_BIN_DIR points at prebuilt binaries instead (an install without the
-checkout, or binaries built elsewhere).
+is cheap. The script and its pins (hack/controlplane/go.mod) are not in the wheel, so an
+installed package needs one of:
+- MODELDEPLOY_CONTROLPLANE_BIN_DIR: a directory of prebuilt kube-apiserver, etcd and kubectl;
+- MODELDEPLOY_SOURCE_DIR: a checkout of the repository, whose script builds them (needs Go).
+An editable install (`make install`) finds its own checkout without either.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN_DIR_ENV = "MODELDEPLOY_CONTROLPLANE_BIN_DIR"
-# operator/modeldeploy/cluster/binaries.py -> the repository root.
-REPO_ROOT = Path(__file__).resolve().parents[3]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-controlplane.sh"
+SOURCE_DIR_ENV = "MODELDEPLOY_SOURCE_DIR"
+SCRIPT = Path("hack", "build-controlplane.sh")
+_HERE = Path(__file__).resolve()
 
 
 class BinariesError(RuntimeError):
@@ -45,6 +47,38 @@ class Binaries:
         return found
 
 
+def _checkout_of_this_module() -> Path | None:
+    """The repository root when this module is imported from a checkout (editable install):
+    <root>/operator/modeldeploy/cluster/binaries.py. None from an installed wheel."""
+    root = _HERE.parents[3]
+    if _HERE.parents[2].name == "operator" and (root / SCRIPT).is_file():
+        return root
+    return None
+
+
+def build_script() -> Path:
+    """hack/build-controlplane.sh of $MODELDEPLOY_SOURCE_DIR, else of the checkout this package
+    runs from; BinariesError naming both ways out when there is none."""
+    source = os.environ.get(SOURCE_DIR_ENV)
+    if source:
+        script = Path(source) / SCRIPT
+        if not script.is_file():
+            raise BinariesError(
+                f"{SOURCE_DIR_ENV}={source} has no {SCRIPT}: point it at a checkout of the "
+                "modeldeploy repository"
+            )
+        return script
+    root = _checkout_of_this_module()
+    if root is None:
+        raise BinariesError(
+            "the local control plane needs kube-apiserver, etcd and kubectl, and this installed "
+            f"package ({_HERE.parents[1]}) has no source tree to build them from: set "
+            f"{BIN_DIR_ENV} to a directory holding the three binaries, or {SOURCE_DIR_ENV} to "
+            f"a checkout of the modeldeploy repository (its {SCRIPT} builds them with Go)"
+        )
+    return root / SCRIPT
+
+
 def ensure_binaries(*, build: bool = True) -> Binaries:
     """The binaries for the current pins, building them first if needed (and `build` allows).
 
@@ -53,22 +87,19 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
     override = os.environ.get(BIN_DIR_ENV)
     if override:
         return Binaries.in_dir(Path(override))
-    if not BUILD_SCRIPT.is_file():
-        raise BinariesError(
-            f"{BUILD_SCRIPT} not found: run from a checkout of the repository or set {BIN_DIR_ENV}"
-        )
-    args = [str(BUILD_SCRIPT)] if build else [str(BUILD_SCRIPT), "--print-dir"]
+    script = build_script()
+    args = [str(script)] if build else [str(script), "--print-dir"]
     # stderr passes through: a cold build prints its progress and timings there.
     proc = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
-        raise BinariesError(f"{BUILD_SCRIPT.name} failed with exit code {proc.returncode}")
+        raise BinariesError(f"{script.name} failed with exit code {proc.returncode}")
     lines = proc.stdout.strip().splitlines()
     if not lines:
-        raise BinariesError(f"{BUILD_SCRIPT.name} printed no directory")
+        raise BinariesError(f"{script.name} printed no directory")
     bin_dir = Path(lines[-1])
     try:
         return Binaries.in_dir(bin_dir)
     except BinariesError as e:
         if build:
             raise
-        raise BinariesError(f"{e}; run {BUILD_SCRIPT} (or `make controlplane`) first") from None
+        raise BinariesError(f"{e}; run {script} (or `make controlplane`) first") from None
