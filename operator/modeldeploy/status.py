@@ -50,7 +50,7 @@ class LatestVersionStatus(_Status):
 
     @classmethod
     def of(cls, version: ModelVersion) -> LatestVersionStatus:
-        return cls(
+        return cls.model_construct(  # from a typed value: no validation needed
             version=version.version,
             arn=version.arn,
             approvalStatus=version.approval_status,

@@ -74,7 +74,7 @@ class Conditions:
                 status, reason, message = "Unknown", "Initializing", "not yet observed"
             changed = before is None or before.status != status
             merged.append(
-                Condition(
+                Condition.model_construct(  # values made here: no validation needed
                     type=ctype,
                     status=status,
                     reason=reason,

@@ -53,7 +53,7 @@ class Executed:
 
 
 def execute(plan: Plan, provider: Provider, spec: ModelDeploymentSpec, ctx: Context) -> Executed:
-    out = Executed(status=plan.status.model_copy(deep=True))
+    out = Executed(status=plan.status)  # made for this pass; the executor completes it
     for action in plan.actions:
         try:
             _run(action, provider, spec, ctx, out)
@@ -136,9 +136,8 @@ def _smoke_test(action: SmokeTest, provider: Provider, ctx: Context, out: Execut
         record.latencyMs = round(fastest, 1)
         record.passed = not problem
         record.message = problem or "predictions returned"
-    if out.status.staging is None:
-        out.status.staging = StagingStatus()
-    out.status.staging.smokeTest = record
+    staging = out.status.staging or StagingStatus()
+    out.status.staging = staging.model_copy(update={"smokeTest": record})
     if record.passed:
         text = f"version {action.version} answered in {record.latencyMs} ms"
         out.events.append(Event("Normal", Reason.SMOKE_TEST_PASSED, text))

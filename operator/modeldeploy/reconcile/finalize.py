@@ -19,7 +19,7 @@ def finalize(
     old: ModelDeploymentStatus, new: ModelDeploymentStatus, verdict: Verdict, ctx: Context
 ) -> tuple[ModelDeploymentStatus, list[Event]]:
     """`new` (the pass's working status) with the verdict applied; `old` is what was read."""
-    status = new.model_copy(deep=True)
+    status = new.model_copy()  # top-level fields are replaced, never changed in place
     events: list[Event] = []
     phase, message, conds = verdict.phase, verdict.message, verdict.conditions
     if verdict.stall:

@@ -46,11 +46,15 @@ class PassState:
         ctx: Context,
         timing: Timing,
     ) -> PassState:
+        # Parts are shared with `old`, never changed in place: steps replace what they change.
         new = ModelDeploymentStatus(
             modelPackageGroup=GroupStatus(
                 name=spec.modelPackageGroup.name, arn=observed.group_arn or ""
             ),
-            **old.model_dump(include={"registration", "latestVersion", "staging", "production"}),
+            registration=old.registration,
+            latestVersion=old.latestVersion,
+            staging=old.staging,
+            production=old.production,
         )
         stalled = old.stalled
         # A stall about a whole pass (the spec, unreadable remote state) is judged afresh; one
@@ -58,7 +62,7 @@ class PassState:
         if stalled and (stalled.key == "spec" or stalled.source == "remote"):
             stalled = None
         if stalled and stalled.holds(ctx.generation):
-            new.stalled = stalled.model_copy()
+            new.stalled = stalled
         held = stalled if stalled and stalled.source == "action" else None
         if held and not held.holds(ctx.generation):
             held = None

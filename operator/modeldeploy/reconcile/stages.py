@@ -65,6 +65,35 @@ def _observe_into(
         st.version = st.targetVersion
 
 
+def _stage_status(s: PassState, stage: Stage, name: str) -> StagingStatus | ProductionStatus:
+    """The stage's status for this pass: what was recorded, with the endpoint's report."""
+    old = s.old.stage(stage)
+    fresh = StagingStatus() if stage == "staging" else ProductionStatus()
+    st = old.model_copy() if old else fresh  # fields are replaced, never changed in place
+    setattr(s.new, stage, st)
+    st.endpointName = name
+    _observe_into(stage, st, s.endpoint(stage), s)
+    return st
+
+
+def _deploy_action(
+    s: PassState, stage: Stage, name: str, target: ModelVersion, capture: int, dest: str | None
+) -> DeployEndpoint:
+    sizing = s.spec.staging if stage == "staging" else s.spec.production
+    count, instance_type = sizing.instanceCount, sizing.instanceType
+    request = DeployRequest(
+        stage=stage,
+        endpoint_name=name,
+        config_name=desired_config(name, target, instance_type, count, capture),
+        version=target,
+        instance_type=instance_type,
+        instance_count=count,
+        data_capture_percent=capture,
+        data_capture_destination=dest,
+    )
+    return DeployEndpoint(request, update=s.endpoint(stage) is not None)
+
+
 def plan_stage(
     s: PassState,
     stage: Stage,
@@ -73,36 +102,16 @@ def plan_stage(
     capture: int = 0,
     capture_destination: str | None = None,
 ) -> StageOutcome:
-    sizing = s.spec.staging if stage == "staging" else s.spec.production
     name = naming.endpoint_name(s.ctx.namespace, s.ctx.name, stage)
-    old = s.old.stage(stage)
-    fresh = StagingStatus() if stage == "staging" else ProductionStatus()
-    st = old.model_copy(deep=True) if old else fresh
-    setattr(s.new, stage, st)
-    st.endpointName = name
-    endpoint = s.endpoint(stage)
-    _observe_into(stage, st, endpoint, s)
+    old, st, endpoint = s.old.stage(stage), _stage_status(s, stage, name), s.endpoint(stage)
     out = StageOutcome()
     if target is None:
         in_svc = endpoint is not None and endpoint.status == EndpointStatus.IN_SERVICE
         out.state = "serving" if in_svc else "absent"
         return out
 
-    want = desired_config(name, target, sizing.instanceType, sizing.instanceCount, capture)
-    deploy = DeployEndpoint(
-        DeployRequest(
-            stage=stage,
-            endpoint_name=name,
-            config_name=want,
-            version=target,
-            instance_type=sizing.instanceType,
-            instance_count=sizing.instanceCount,
-            data_capture_percent=capture,
-            data_capture_destination=capture_destination,
-        ),
-        update=endpoint is not None,
-    )
-
+    deploy = _deploy_action(s, stage, name, target, capture, capture_destination)
+    want = deploy.request.config_name
     if endpoint is None:
         if old and old.endpointConfigName:
             text = f"{name} no longer exists; recreating it"
