@@ -271,8 +271,8 @@ Stop everything: make down""")
             from modeldeploy.providers.local import LocalProvider
 
             provider = LocalProvider(self.local_dir)
-            for name in provider.endpoints.names(""):
-                provider.delete_endpoint(name)
+            for name in provider.hosting.names(""):
+                provider.hosting.delete(name)
         if (self.state / "cluster").exists():
             print(
                 self.modeldeploy(

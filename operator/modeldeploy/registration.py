@@ -47,6 +47,6 @@ def register_local_files(
     spec = ModelDeploymentSpec.model_validate(
         {"region": region, "modelPackageGroup": {"name": group}, "model": model}
     )
-    provider = SageMakerProvider(region=region)
-    provider.ensure_group(spec)
-    return provider.register_version(spec).arn
+    registry = SageMakerProvider(region=region).registry
+    registry.ensure_group(group, spec.modelPackageGroup.description)
+    return registry.register_version(spec).arn

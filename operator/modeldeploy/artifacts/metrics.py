@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 SECTION = "binary_classification_metrics"
+# The largest evaluation file a provider reads.
+MAX_METRICS_FILE = 1 << 20
 
 
 def _number(name: str, value: Any) -> float:

@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 
 MODEL_MEMBER = "xgboost-model"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+# The largest model.tar.gz any provider downloads, stores or fetches into a pod.
+MAX_ARTIFACT = 2 << 30
 # A valid artifact has one file (and maybe a `.` entry); bound the work spent on hostile ones.
 MAX_MEMBERS = 16
 

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from modeldeploy import processes
+from modeldeploy.processes import alive as process_alive
 
 from .binaries import Binaries, BinariesError, ensure_binaries
 from .pki import CertPair, ClusterPKI
@@ -48,71 +50,9 @@ class ControlPlaneError(RuntimeError):
     pass
 
 
-# Processes started by this Python process, by pid (see ControlPlane._spawn).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _free_ports(n: int) -> list[int]:
-    # Hold all sockets open until every port is chosen so the n ports are distinct.
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def _reap(pid: int) -> None:
-    """Collect a child's exit status (no-op for processes that are not our children)."""
-    proc = _CHILDREN.get(pid)
-    if proc is not None:
-        if proc.poll() is not None:  # through Popen, so it knows the process is gone
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def process_alive(pid: int, argv0: str | None = None) -> bool:
-    """True if `pid` runs (not a zombie) and, given `argv0`, is that program (pids get reused)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # The state letter follows the parenthesised command name, which may itself contain spaces.
-    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-        _reap(pid)
-        return False
-    return argv0 is None or cmdline.split(b"\0", 1)[0].decode(errors="replace") == argv0
-
-
 def _stop(pid: int, argv0: str) -> None:
-    if not process_alive(pid, argv0):
-        return
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not Path(f"/proc/{pid}").exists():
-                return
-            time.sleep(0.05)
-    raise ControlPlaneError(f"process {pid} ({argv0}) did not exit after SIGKILL")
+    if not processes.stop(pid, argv0, grace=STOP_GRACE_SECONDS):
+        raise ControlPlaneError(f"process {pid} ({argv0}) did not exit after SIGKILL")
 
 
 def _die_with_parent() -> None:
@@ -304,16 +244,15 @@ class ControlPlane:
                 start_new_session=True,
                 preexec_fn=None if self._detach else _die_with_parent,
             )
-        _CHILDREN[proc.pid] = proc  # keep a reference: Popen warns when collected while running
-        return proc.pid
+        return processes.keep(proc)
 
     def _start_etcd(self, binaries: Binaries, previous: dict[str, Any]) -> dict[str, Any]:
         # Keep earlier ports when free so the recorded URLs stay stable across restarts.
         old = [previous.get("client_port"), previous.get("peer_port")]
-        if all(old) and all(_port_free(p) for p in old):
+        if all(old) and all(processes.port_free(p) for p in old):
             client_port, peer_port = old
         else:
-            client_port, peer_port = _free_ports(2)
+            client_port, peer_port = processes.free_ports(2)
         client = f"http://{LOOPBACK}:{client_port}"
         peer = f"http://{LOOPBACK}:{peer_port}"
         argv = [
@@ -355,8 +294,8 @@ class ControlPlane:
         self, binaries: Binaries, etcd: dict[str, Any], previous: dict[str, Any]
     ) -> dict[str, Any]:
         port = previous.get("port")
-        if not (port and _port_free(port)):
-            (port,) = _free_ports(1)
+        if not (port and processes.port_free(port)):
+            (port,) = processes.free_ports(1)
         cert_dir = self.state_dir / "apiserver-certs"
         cert_dir.mkdir(exist_ok=True)
         pki = self.pki

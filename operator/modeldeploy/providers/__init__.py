@@ -8,9 +8,10 @@ provider's would otherwise supervise its endpoints (start, stop, roll back, reco
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
-from modeldeploy.providers.base import Provider
+from modeldeploy.providers.interface import Provider
 from modeldeploy.spec import ModelDeploymentSpec, SpecError
 
 Builder = Callable[[ModelDeploymentSpec, bool], Provider]  # (spec, read_only)
@@ -48,6 +49,8 @@ class ProviderFactory:
         self.read_only = read_only
         self._builders = builders or BUILDERS
         self._cache: dict[tuple, Provider] = {}
+        # Passes run in kopf's executor threads: two resources must not build one provider twice.
+        self._lock = threading.Lock()
 
     def get(self, spec: ModelDeploymentSpec) -> Provider:
         name = spec.provider or self.default
@@ -57,6 +60,12 @@ class ProviderFactory:
                 f"(available: {', '.join(sorted(self._builders))})"
             )
         key = (name, spec.region, spec.roleArn)
-        if key not in self._cache:
-            self._cache[key] = self._builders[name](spec, self.read_only)
-        return self._cache[key]
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = self._builders[name](spec, self.read_only)
+            return self._cache[key]
+
+    def built(self) -> list[Provider]:
+        """The providers built so far (to stop what they started, for instance)."""
+        with self._lock:
+            return list(self._cache.values())

@@ -69,6 +69,22 @@ def from_http(status: int, message: str) -> ProviderError:
     return TransientError(text) if http_is_transient(status) else TerminalError(text)
 
 
+def from_endpoint(status: int, message: str) -> TerminalError:
+    """An endpoint's own error answer is the model's verdict on the payload: terminal, as
+    SageMaker reports any error status of its container (ModelError)."""
+    return TerminalError(f"HTTP {status}: {message}")
+
+
+def unreachable(err: Exception, what: str) -> TransientError:
+    """No answer at all (refused, reset, timed out): it may answer later."""
+    return TransientError(f"{what}: {err}")
+
+
+def read_only_refusal(what: str) -> TerminalError:
+    """What a provider built only to observe (a preview) answers to a change."""
+    return TerminalError(f"{what}: refused, this provider only observes (read-only)")
+
+
 def from_os(err: OSError, what: str) -> ProviderError:
     text = f"{what}: {err.strerror or err}"
     return TransientError(text) if err.errno in OS_TRANSIENT_ERRNOS else TerminalError(text)
@@ -96,7 +112,7 @@ def from_aws(err: Exception, what: str) -> ProviderError:
             return TransientError(text)
         return from_http(status, text) if status in HTTP_HINTS else TerminalError(text)
     if isinstance(err, ConnectionError | HTTPClientError):
-        return TransientError(f"{what}: {err}")
+        return unreachable(err, what)
     # NoCredentialsError, ParamValidationError, ...: the same call fails again.
     return TerminalError(f"{what}: {err}")
 

@@ -40,6 +40,9 @@ class Hosting(Protocol):
 
     def describe(self, name: str) -> Endpoint | None: ...
 
+    def names(self, prefix: str) -> list[str]:
+        """The endpoints whose names start with `prefix`, sorted."""
+
     def deploy(self, request: DeployRequest) -> None:
         """Create what the hash-named config needs if missing, then create the endpoint or
         point it at the config. Returns once the change is accepted."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-MAX_ARTIFACT = 2 << 30  # the artifact store's limit
+from modeldeploy.artifacts.package import MAX_ARTIFACT
+
 CHUNK = 1 << 20
 SCHEMES = ("s3", "http", "https")
 

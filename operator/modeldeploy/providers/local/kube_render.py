@@ -1,4 +1,5 @@
-"""The objects the local provider writes to a cluster for an endpoint: a Deployment and a Service.
+"""The objects the local provider writes to a cluster for an endpoint: a Deployment and a Service,
+and what the Deployment's status says back about its rollout.
 
 Pure functions of `Settings` and their arguments; nothing here talks to the API. The pods run
 the same `modeldeploy serve` as the process backend, from the operator's image. A pod cannot
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy import __version__
-from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.errors import TerminalError
 
 PORT = 8080
 MODEL_PATH = "/models/model.tar.gz"
@@ -26,6 +27,10 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 ENDPOINT_LABEL = "modeldeploy.dev/endpoint"
 CONFIG_KEY = "modeldeploy.dev/config"  # label and annotation of the pod template
 NAME_ANNOTATION = "modeldeploy.dev/endpoint-name"
+# The Deployment's own bookkeeping, so a restarted operator picks up where it was.
+IN_SERVICE = "modeldeploy.dev/in-service-config"  # the config whose rollout last completed
+PREVIOUS = "modeldeploy.dev/previous"  # replicas and template to roll back to, during an update
+FAILURE = "modeldeploy.dev/failure-reason"
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Non-secret settings the init container needs to reach S3 as the operator does. Credentials
 # come from the endpoint pods' own identity (IRSA) or MODELDEPLOY_ENDPOINT_ENV, never copied.
@@ -250,3 +255,74 @@ def service(settings: Settings, name: str) -> dict:
         "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
     }
     return _object(settings, "v1", "Service", name, spec)
+
+
+# -- reading them back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What the Deployment says about its rollout, read from spec, status and annotations."""
+
+    config: str  # the config of the current pod template
+    in_service: str
+    previous: str | None
+    failure: str
+    complete: bool  # the current generation is fully rolled out and available
+    serving: bool  # some pod is available, of whichever template
+    deadline: str | None  # ProgressDeadlineExceeded for the current generation: its message
+    deleting: bool
+
+    @classmethod
+    def of(cls, dep: dict) -> Rollout:
+        meta, spec, st = dep["metadata"], dep["spec"], dep.get("status") or {}
+        ann = meta.get("annotations") or {}
+        template_ann = spec["template"]["metadata"].get("annotations") or {}
+        current = st.get("observedGeneration", 0) >= meta.get("generation", 1)
+        updated = st.get("updatedReplicas", 0)
+        complete = (
+            current
+            and updated >= spec.get("replicas", 1)
+            and st.get("replicas", 0) <= updated  # no old pod left
+            and st.get("availableReplicas", 0) >= updated
+        )
+        deadline = next(
+            (
+                c.get("message") or "rollout timed out"
+                for c in st.get("conditions") or []
+                if c.get("type") == "Progressing"
+                and c.get("status") == "False"
+                and c.get("reason") == "ProgressDeadlineExceeded"
+            ),
+            None,
+        )
+        return cls(
+            config=template_ann.get(CONFIG_KEY, ""),
+            in_service=ann.get(IN_SERVICE, ""),
+            previous=ann.get(PREVIOUS),
+            failure=ann.get(FAILURE, ""),
+            complete=bool(complete),
+            serving=st.get("availableReplicas", 0) >= 1,
+            deadline=deadline if current else None,
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+def pod_trouble(pod: dict) -> list[str]:
+    """Why a pod is not ready, in the words of the kubelet and the scheduler."""
+    found = []
+    st = pod.get("status") or {}
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            found.append(f"not scheduled: {cond.get('message') or cond.get('reason')}")
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        ended = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
+        if ended and ended.get("exitCode"):
+            text = (ended.get("message") or ended.get("reason") or "").strip()
+            found.append(f"{cs['name']} exited {ended['exitCode']}: {text}")
+        elif waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+            found.append(f"{cs['name']}: {waiting['reason']}: {waiting.get('message', '')}")
+    return found

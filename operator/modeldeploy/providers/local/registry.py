@@ -1,168 +1,52 @@
-"""The local provider's model registry: groups and versions in one SQLite file.
+"""The local provider's registry: groups and versions in `state`, artifacts in the `store`.
 
-It mirrors what the SageMaker Model Registry keeps (version numbers per group, approval status
-and description, metrics, the artifact and its digest), with ARN-like identifiers of its own.
+Registering copies the artifact into the content-addressed store after the same checks the
+sagemaker provider makes, so the same bytes register once. Without a store (a preview) every
+change is refused.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-from modeldeploy.remote import PENDING, ModelVersion
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS groups (
-    name TEXT PRIMARY KEY, arn TEXT NOT NULL, description TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-    grp TEXT NOT NULL REFERENCES groups(name), version INTEGER NOT NULL, arn TEXT NOT NULL,
-    approval_status TEXT NOT NULL, approval_description TEXT NOT NULL DEFAULT '',
-    framework_version TEXT NOT NULL, source TEXT NOT NULL, artifact TEXT NOT NULL,
-    digest TEXT NOT NULL, metrics TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (grp, version));
-CREATE UNIQUE INDEX IF NOT EXISTS versions_by_content ON versions (grp, digest, framework_version);
-CREATE TABLE IF NOT EXISTS endpoints (
-    name TEXT PRIMARY KEY, port INTEGER NOT NULL, status TEXT NOT NULL,
-    config TEXT NOT NULL, model TEXT NOT NULL, pid INTEGER,
-    pending_config TEXT, pending_model TEXT, pending_pid INTEGER, pending_port INTEGER,
-    failure_reason TEXT NOT NULL DEFAULT '', started REAL NOT NULL, updated REAL NOT NULL);
-"""
+from modeldeploy.providers.errors import TerminalError, read_only_refusal
+from modeldeploy.providers.local.state import State
+from modeldeploy.providers.local.store import ArtifactStore
+from modeldeploy.remote import ModelVersion
+from modeldeploy.spec import ModelDeploymentSpec
 
 
-def group_arn(name: str) -> str:
-    return f"local:model-package-group/{name}"
+class LocalRegistry:
+    def __init__(self, state: State, store: ArtifactStore | None) -> None:
+        self.state = state
+        self.store = store
 
+    def _writable(self, what: str) -> ArtifactStore:
+        if self.store is None or self.state.read_only:
+            raise read_only_refusal(what)
+        return self.store
 
-def version_arn(group: str, version: int) -> str:
-    return f"local:model-package/{group.lower()}/{version}"
-
-
-class Registry:
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        """`read_only` (a preview): creates nothing, and SQLite itself refuses any write."""
-        self.path = path
-        self.read_only = read_only
-        if read_only:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.db() as db:
-            db.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers never block
-            db.executescript(SCHEMA)
-
-    def exists(self) -> bool:
-        return not self.read_only or self.path.is_file()
-
-    @contextmanager
-    def db(self) -> Iterator[sqlite3.Connection]:
-        # One short-lived connection per use: the operator reconciles from several threads.
-        if self.read_only:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-        else:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    # -- groups and versions ----------------------------------------------------------------
-
-    def group_arn(self, name: str) -> str | None:
-        if not self.exists():  # a preview before the operator ever ran here
-            return None
-        with self.db() as db:
-            row = db.execute("SELECT arn FROM groups WHERE name = ?", (name,)).fetchone()
-        return row["arn"] if row else None
+    def group_arn(self, group: str) -> str | None:
+        return self.state.group_arn(group)
 
     def ensure_group(self, name: str, description: str | None) -> str:
-        with self.db() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO groups VALUES (?, ?, ?, ?)",
-                (name, group_arn(name), description or "", time.time()),
-            )
-        return group_arn(name)
+        self._writable("creating a model package group")
+        return self.state.ensure_group(name, description)
 
-    def versions(self, group: str) -> list[ModelVersion]:
-        with self.db() as db:
-            rows = db.execute(
-                "SELECT * FROM versions WHERE grp = ? ORDER BY version DESC", (group,)
-            ).fetchall()
-        return [_version(r) for r in rows]
+    def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
+        store = self._writable("registering a version")
+        model = spec.model
+        if model is None:
+            raise TerminalError("spec.model is not set: there is no artifact to register")
+        stored = store.ingest(model.artifact, model.frameworkVersion, model.image)
+        return self.state.register(
+            spec.modelPackageGroup.name,
+            source=model.artifact,
+            artifact=stored.path,
+            digest=stored.digest,
+            framework_version=stored.framework_version or "custom",
+            metrics=store.read_metrics(model.metrics),
+        )
 
-    def version_by_arn(self, arn: str) -> ModelVersion | None:
-        with self.db() as db:
-            row = db.execute("SELECT * FROM versions WHERE arn = ?", (arn,)).fetchone()
-        return _version(row) if row else None
-
-    def register(
-        self,
-        group: str,
-        *,
-        source: str,
-        artifact: Path,
-        digest: str,
-        framework_version: str,
-        metrics: dict[str, float],
-    ) -> ModelVersion:
-        """Add a PendingManualApproval version, or return the one with the same content."""
-        with self.db() as db:
-            db.execute("BEGIN IMMEDIATE")  # version numbers are allocated under a write lock
-            try:
-                row = db.execute(
-                    "SELECT * FROM versions WHERE grp = ? AND digest = ? AND framework_version = ?",
-                    (group, digest, framework_version),
-                ).fetchone()
-                if row is None:
-                    (latest,) = db.execute(
-                        "SELECT COALESCE(MAX(version), 0) FROM versions WHERE grp = ?", (group,)
-                    ).fetchone()
-                    number = latest + 1
-                    db.execute(
-                        "INSERT INTO versions VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)",
-                        (
-                            group,
-                            number,
-                            version_arn(group, number),
-                            PENDING,
-                            framework_version,
-                            source,
-                            str(artifact),
-                            digest,
-                            json.dumps(metrics),
-                            time.time(),
-                        ),
-                    )
-                    row = db.execute(
-                        "SELECT * FROM versions WHERE grp = ? AND version = ?", (group, number)
-                    ).fetchone()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return _version(row)
-
-    def set_approval(self, arn: str, status: str, description: str) -> bool:
-        with self.db() as db:
-            cur = db.execute(
-                "UPDATE versions SET approval_status = ?, approval_description = ? WHERE arn = ?",
-                (status, description, arn),
-            )
-        return cur.rowcount == 1
-
-
-def _version(row: sqlite3.Row) -> ModelVersion:
-    return ModelVersion(
-        version=row["version"],
-        arn=row["arn"],
-        approval_status=row["approval_status"],
-        image=f"modeldeploy-serve (frameworkVersion {row['framework_version']})",
-        artifact=row["artifact"],
-        metrics=json.loads(row["metrics"]),
-        artifact_digest=row["digest"],
-        approval_description=row["approval_description"],
-    )
+    def set_approval(self, version_arn: str, status: str, description: str) -> None:
+        self._writable(f"setting the approval of {version_arn}")
+        if not self.state.set_approval(version_arn, status, description):
+            raise TerminalError(f"model package {version_arn} does not exist")

@@ -16,12 +16,11 @@ from urllib.parse import urlparse
 
 from modeldeploy.artifacts import compat
 from modeldeploy.artifacts.inspect import ModelInfo
-from modeldeploy.artifacts.metrics import metrics_from_json
-from modeldeploy.artifacts.package import sha256_file
-from modeldeploy.providers.base import TerminalError, TransientError
+from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
+from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
+from modeldeploy.providers.errors import TerminalError, aws, from_os
 
-MAX_ARTIFACT = 2 << 30
-MAX_METRICS_FILE = 1 << 20
+SCHEMES = ("file", "s3")
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,8 @@ def _s3():
 
 def _fetch(uri: str, dest: Path) -> None:
     parsed = urlparse(uri)
+    if parsed.scheme not in SCHEMES:
+        raise TerminalError(f"{uri}: the local provider reads file:// and s3:// artifacts")
     try:
         if parsed.scheme == "file":
             source = Path(parsed.path)
@@ -48,22 +49,11 @@ def _fetch(uri: str, dest: Path) -> None:
             if source.stat().st_size > MAX_ARTIFACT:
                 raise TerminalError(f"{uri}: artifact is over {MAX_ARTIFACT} bytes")
             shutil.copyfile(source, dest)
-        elif parsed.scheme == "s3":
-            _s3().download_file(parsed.netloc, parsed.path.lstrip("/"), str(dest))
         else:
-            raise TerminalError(f"{uri}: the local provider reads file:// and s3:// artifacts")
+            with aws(f"GetObject {uri}"):
+                _s3().download_file(parsed.netloc, parsed.path.lstrip("/"), str(dest))
     except OSError as err:
-        raise TransientError(f"{uri}: {err}") from err
-    except Exception as err:
-        if isinstance(err, TerminalError):
-            raise
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(err, ClientError):
-            raise TerminalError(f"{uri}: {err}") from err
-        if isinstance(err, BotoCoreError):
-            raise TransientError(f"{uri}: {err}") from err
-        raise
+        raise from_os(err, uri) from err
 
 
 class ArtifactStore:

@@ -1,4 +1,4 @@
-"""In-cluster endpoints of the local provider: the life cycle of a Deployment and a Service per
+"""Kubernetes hosting of the local provider: the life cycle of a Deployment and a Service per
 endpoint against the Kubernetes API (what they contain is `kube_render`).
 
 Statuses follow SageMaker's life cycle, read from the Deployment controller's status:
@@ -8,8 +8,8 @@ rolls with maxUnavailable 0, so the old pods serve until the new ones are ready 
 when the update passes its deadline, the backend puts the previous template back (kept in an
 annotation while the update runs) and reports InService with a failure reason naming the failed
 config, as SageMaker does. All bookkeeping lives in the Deployment's annotations, so a restarted
-operator picks up where it was. Without `supervise` (a preview) a check reads the Deployment and
-reports what a supervising check would, writing nothing back.
+operator picks up where it was. Without `supervise` (a preview) a look reads the Deployment and
+reports what a supervising look would, writing nothing back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,24 +24,31 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from modeldeploy.providers.base import ProviderError, TerminalError, TransientError
+from modeldeploy.providers.errors import (
+    ProviderError,
+    TerminalError,
+    TransientError,
+    from_http,
+    read_only_refusal,
+    unreachable,
+)
 from modeldeploy.providers.local import kube_render as render
-from modeldeploy.providers.local.endpoints import post_invocation
+from modeldeploy.providers.local.hosting_process import post_invocation
 from modeldeploy.providers.local.kube_render import (
     CONFIG_KEY,
     ENDPOINT_LABEL,
+    FAILURE,
+    IN_SERVICE,
     MANAGED_BY,
     NAME_ANNOTATION,
+    PREVIOUS,
     Settings,
     k8s_name,
     owned,
 )
-from modeldeploy.providers.local.registry import Registry
-from modeldeploy.remote import TRANSITIONAL_ENDPOINT_STATUSES, Endpoint, InvokeResult
+from modeldeploy.providers.local.state import State
+from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
-IN_SERVICE = "modeldeploy.dev/in-service-config"  # the config whose rollout last completed
-PREVIOUS = "modeldeploy.dev/previous"  # replicas and template to roll back to, during an update
-FAILURE = "modeldeploy.dev/failure-reason"
 # The spec admits s3:// and file:// artifacts; of those, only s3:// reaches a pod.
 FETCHABLE = ("s3",)
 FILE_REFUSED = (
@@ -90,119 +96,42 @@ class _Api:
         except k8s.ApiException as err:
             if err.status in ok:
                 return None
-            message = f"{what}: HTTP {err.status}: {_detail(err)}"
-            if err.status in (401, 403):
-                raise TerminalError(f"{message} (the operator's RBAC must allow it)") from err
-            if err.status in (409, 429) or err.status >= 500:
-                raise TransientError(message) from err
-            raise TerminalError(message) from err
+            raise from_http(err.status, f"{what}: HTTP {err.status}: {_detail(err)}") from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise TransientError(f"{what}: {err}") from err
+            raise unreachable(err, what) from err
         return json.loads(resp.data or b"{}")
 
 
-@dataclass(frozen=True)
-class _Rollout:
-    """What the Deployment says about its rollout, read from spec, status and annotations."""
-
-    config: str  # the config of the current pod template
-    in_service: str
-    previous: str | None
-    failure: str
-    complete: bool  # the current generation is fully rolled out and available
-    serving: bool  # some pod is available, of whichever template
-    deadline: str | None  # ProgressDeadlineExceeded for the current generation: its message
-    deleting: bool
-
-    @classmethod
-    def of(cls, dep: dict) -> _Rollout:
-        meta, spec, st = dep["metadata"], dep["spec"], dep.get("status") or {}
-        ann = meta.get("annotations") or {}
-        template_ann = spec["template"]["metadata"].get("annotations") or {}
-        current = st.get("observedGeneration", 0) >= meta.get("generation", 1)
-        updated = st.get("updatedReplicas", 0)
-        complete = (
-            current
-            and updated >= spec.get("replicas", 1)
-            and st.get("replicas", 0) <= updated  # no old pod left
-            and st.get("availableReplicas", 0) >= updated
-        )
-        deadline = next(
-            (
-                c.get("message") or "rollout timed out"
-                for c in st.get("conditions") or []
-                if c.get("type") == "Progressing"
-                and c.get("status") == "False"
-                and c.get("reason") == "ProgressDeadlineExceeded"
-            ),
-            None,
-        )
-        return cls(
-            config=template_ann.get(CONFIG_KEY, ""),
-            in_service=ann.get(IN_SERVICE, ""),
-            previous=ann.get(PREVIOUS),
-            failure=ann.get(FAILURE, ""),
-            complete=bool(complete),
-            serving=st.get("availableReplicas", 0) >= 1,
-            deadline=deadline if current else None,
-            deleting=bool(meta.get("deletionTimestamp")),
-        )
-
-
-def _pod_trouble(pod: dict) -> list[str]:
-    """Why a pod is not ready, in the words of the kubelet and the scheduler."""
-    found = []
-    st = pod.get("status") or {}
-    for cond in st.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            found.append(f"not scheduled: {cond.get('message') or cond.get('reason')}")
-    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        ended = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
-            "terminated"
-        )
-        if ended and ended.get("exitCode"):
-            text = (ended.get("message") or ended.get("reason") or "").strip()
-            found.append(f"{cs['name']} exited {ended['exitCode']}: {text}")
-        elif waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
-            found.append(f"{cs['name']}: {waiting['reason']}: {waiting.get('message', '')}")
-    return found
-
-
-class KubernetesEndpoints:
-    """The endpoints backend for a cluster: same methods and statuses as `Endpoints`."""
+class KubernetesHosting:
+    """The hosting backend for a cluster: same methods and statuses as `ProcessHosting`."""
 
     def __init__(
         self,
-        registry: Registry,
+        state: State,
         *,
         workers: int = 1,
         settings: Settings | None = None,
         api: k8s.ApiClient | None = None,
         supervise: bool = True,
     ) -> None:
-        self.registry = registry
+        self.state = state
         self.workers = workers
         self.supervise = supervise
         self.settings = settings or Settings.from_env()
         self.namespace = self.settings.namespace
         self.kube = _Api(api or api_client())
 
-    def source_of(self, model: str) -> tuple[str, str]:
-        """The URI a pod can fetch `model` (the store's copy) from, and its sha256."""
-        with self.registry.db() as db:
-            rows = db.execute(
-                "SELECT source, digest FROM versions WHERE artifact = ? ORDER BY created DESC",
-                (model,),
-            ).fetchall()
-        if not rows:
-            raise TerminalError(f"no registered version has the artifact {model}")
-        # The store is content-addressed: every version with these bytes shares the path, and
-        # any fetchable source of them will do, since the pod checks the digest.
-        for row in rows:
-            if urlparse(row["source"]).scheme in FETCHABLE:
-                return row["source"], row["digest"]
-        raise TerminalError(f"{FILE_REFUSED} (source: {rows[0]['source']})")
+    def source_of(self, digest: str) -> str:
+        """A URI a pod can fetch the bytes with this sha256 from."""
+        sources = self.state.sources(digest)
+        if not sources:
+            raise TerminalError(f"no registered version has the artifact sha256 {digest}")
+        # Every version with these bytes shares the store's copy, and any fetchable source of
+        # them will do, since the pod checks the digest.
+        for source in sources:
+            if urlparse(source).scheme in FETCHABLE:
+                return source
+        raise TerminalError(f"{FILE_REFUSED} (source: {sources[0]})")
 
     # -- API helpers -----------------------------------------------------------------------------
 
@@ -224,10 +153,6 @@ class KubernetesEndpoints:
 
     def _get_service(self, kname: str) -> dict | None:
         return self._read("service", self.kube.core.read_namespaced_service, kname)
-
-    def _writable(self, what: str) -> None:
-        if not self.supervise:
-            raise TerminalError(f"{what}: these endpoints are only observed (read-only)")
 
     def _replace(self, dep: dict) -> None:
         # PUT with the resourceVersion just read: a concurrent writer makes it fail (409).
@@ -269,54 +194,49 @@ class KubernetesEndpoints:
             )
         except ProviderError:
             return ""  # the reason is a courtesy; the status does not depend on it
-        found = [t for pod in pods.get("items", []) for t in _pod_trouble(pod)]
+        found = [t for pod in pods.get("items", []) for t in render.pod_trouble(pod)]
         unique = list(dict.fromkeys(found))[:3]
         return f" ({'; '.join(unique)})" if unique else ""
 
     # -- the life cycle --------------------------------------------------------------------------
 
-    def deploy(
-        self,
-        name: str,
-        config: str,
-        model: str,
-        *,
-        instance_type: str = "",
-        instance_count: int = 1,
-    ) -> None:
-        """Create the endpoint, or start rolling it to `config`; returns once accepted."""
-        self._writable(f"deploying endpoint {name}")
-        source, digest = self.source_of(model)
+    def deploy(self, request: DeployRequest) -> None:
+        """Create the endpoint, or start rolling it to the request's config; returns once
+        accepted. The instance type picks the pods' resources and the count their replicas."""
+        name, config, count = request.endpoint_name, request.config_name, request.instance_count
+        if not self.supervise:
+            raise read_only_refusal(f"deploying endpoint {name}")
+        digest = request.version.artifact_digest
         kname = k8s_name(name)
         template = render.pod_template(
             self.settings,
             kname,
             config,
-            source=source,
+            source=self.source_of(digest),
             digest=digest,
-            instance_type=instance_type,
+            instance_type=request.instance_type,
             workers=self.workers,
         )
         dep = self._get_deployment(kname)  # refuses one that modeldeploy did not create
         self._ensure_service(name)
         if dep is None:
-            wanted = render.deployment(self.settings, name, template, instance_count)
+            wanted = render.deployment(self.settings, name, template, count)
             if not self._create("deployment", self.kube.apps.create_namespaced_deployment, wanted):
                 raise TransientError(f"deployment {self.namespace}/{kname} appeared meanwhile")
             return
-        if _Rollout.of(dep).config == config:
+        if render.Rollout.of(dep).config == config:
             return
-        endpoint = self.check(name)  # settles a finished rollout or rolls a failed one back
+        endpoint = self.describe(name)  # settles a finished rollout or rolls a failed one back
         if endpoint is None:
             raise TransientError(f"endpoint {name} disappeared meanwhile")
-        if endpoint.status in TRANSITIONAL_ENDPOINT_STATUSES:
+        if EndpointStatus.is_transitional(endpoint.status):
             raise TransientError(f"endpoint {name} is {endpoint.status}")
-        if endpoint.status == "Failed":
-            raise ProviderError(f"endpoint {name} is Failed: delete it first")
+        if endpoint.status == EndpointStatus.FAILED:
+            raise TerminalError(f"endpoint {name} is Failed: delete it first")
         dep = self._get_deployment(kname)
         if dep is None:
             raise TransientError(f"endpoint {name} disappeared meanwhile")
-        rollout = _Rollout.of(dep)
+        rollout = render.Rollout.of(dep)
         if rollout.config == config:
             return
         ann = dep["metadata"].setdefault("annotations", {})
@@ -325,29 +245,29 @@ class KubernetesEndpoints:
         ann.pop(FAILURE, None)
         dep["spec"].update(
             template=template,
-            replicas=instance_count,
+            replicas=count,
             progressDeadlineSeconds=self.settings.progress_deadline,
         )
         self._replace(dep)
 
-    def check(self, name: str) -> Endpoint | None:
+    def describe(self, name: str) -> Endpoint | None:
         """The endpoint's state; records a finished rollout and rolls back a failed update
         (without `supervise`: reports the state as if it had, and writes nothing)."""
         try:
-            return self._check(name)
+            return self._look(name)
         except TerminalError as err:  # observe retries reads; a forbidden read shows there
             raise TransientError(str(err)) from err
 
-    def _check(self, name: str) -> Endpoint | None:
+    def _look(self, name: str) -> Endpoint | None:
         kname = k8s_name(name)
         dep = self._get_deployment(kname)
         if dep is None:
             return None
-        r = _Rollout.of(dep)
+        r = render.Rollout.of(dep)
         url = render.url(self.settings, kname)
         ann = dep["metadata"].setdefault("annotations", {})
         if r.deleting:
-            return Endpoint(name, "Deleting", r.in_service or r.config, r.failure, url)
+            return Endpoint(name, EndpointStatus.DELETING, r.in_service or r.config, r.failure, url)
         if r.complete:
             # A rollback keeps its failure reason; a create or an update that lands clears it.
             reason = r.failure if r.in_service == r.config else ""
@@ -359,10 +279,10 @@ class KubernetesEndpoints:
                     ann[FAILURE] = reason
                 if self.supervise:
                     self._replace(dep)
-            return Endpoint(name, "InService", r.config, reason, url)
+            return Endpoint(name, EndpointStatus.IN_SERVICE, r.config, reason, url)
         if r.previous is not None:  # an update in flight; the old pods serve meanwhile
             if r.deadline is None:
-                return Endpoint(name, "Updating", r.in_service, "", url)
+                return Endpoint(name, EndpointStatus.UPDATING, r.in_service, "", url)
             why = f"update to {r.config} failed: {r.deadline}{self._pod_trouble(kname, r.config)}"
             why = why[:1000]
             previous = json.loads(r.previous)
@@ -371,16 +291,16 @@ class KubernetesEndpoints:
             ann[FAILURE] = why
             if self.supervise:
                 self._replace(dep)
-            return Endpoint(name, "InService", r.in_service, why, url)
+            return Endpoint(name, EndpointStatus.IN_SERVICE, r.in_service, why, url)
         if r.config == r.in_service:  # was in service: pods lost, or a rollback settling
             if r.serving:
-                return Endpoint(name, "InService", r.config, r.failure, url)
+                return Endpoint(name, EndpointStatus.IN_SERVICE, r.config, r.failure, url)
             why = f"no ready pod{self._pod_trouble(kname, r.config)}"
-            return Endpoint(name, "SystemUpdating", r.config, why, url)
+            return Endpoint(name, EndpointStatus.SYSTEM_UPDATING, r.config, why, url)
         if r.deadline is not None:
             why = f"{r.deadline}{self._pod_trouble(kname, r.config)}"
-            return Endpoint(name, "Failed", r.config, why, url)
-        return Endpoint(name, "Creating", r.config, "", url)
+            return Endpoint(name, EndpointStatus.FAILED, r.config, why, url)
+        return Endpoint(name, EndpointStatus.CREATING, r.config, "", url)
 
     def names(self, prefix: str) -> list[str]:
         deps = self.kube(
@@ -397,7 +317,8 @@ class KubernetesEndpoints:
 
     def delete(self, name: str) -> bool:
         """Delete the Deployment (its pods go with it) and the Service; True once both are gone."""
-        self._writable(f"deleting endpoint {name}")
+        if not self.supervise:
+            raise read_only_refusal(f"deleting endpoint {name}")
         kname = k8s_name(name)
         svc = self._mine("service", kname, self._get_service(kname))
         dep = self._get_deployment(kname)
@@ -415,4 +336,4 @@ class KubernetesEndpoints:
 
     def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult:
         """POST to the endpoint's Service (reachable from inside the cluster)."""
-        return post_invocation(self.check(name), name, payload, content_type)
+        return post_invocation(self.describe(name), name, payload, content_type)

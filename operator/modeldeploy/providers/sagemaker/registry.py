@@ -1,6 +1,9 @@
-"""SageMaker Model Registry side of the sagemaker provider: groups, versions, approval.
+"""The sagemaker provider's registry: model package groups, versions and their approval.
 
-Also home of the boto3 error translation shared with the hosting side.
+A version's artifact is downloaded and checked once, when it is registered (one native xgboost
+member, no pickle, safe tar, a serving image that reads it as written); its sha256 is kept in
+the package's metadata, which is what makes registering the same bytes twice return the same
+version.
 """
 
 from __future__ import annotations
@@ -10,22 +13,16 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from modeldeploy.artifacts import compat
-from modeldeploy.artifacts.metrics import metrics_from_json
-from modeldeploy.artifacts.package import sha256_file
-from modeldeploy.providers.base import TerminalError, TransientError
+from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
+from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
+from modeldeploy.providers.errors import TerminalError, aws, from_aws
+from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
 from modeldeploy.remote import PENDING, ModelVersion
 from modeldeploy.spec import ModelDeploymentSpec
 
@@ -39,81 +36,8 @@ METRIC_PREFIX = "metric."
 MAX_METRICS = 45
 # Versions searched for an already registered artifact (each costs a DescribeModelPackage).
 IDEMPOTENCY_WINDOW = 10
-MAX_METRICS_FILE = 1 << 20
-MAX_ARTIFACT = 2 << 30
 CONTENT_TYPES = ["text/csv", "text/libsvm"]
 RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
-
-_TRANSIENT_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-    "InternalServerError",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "SlowDown",
-}
-_NOT_FOUND = re.compile(r"could not find|does not exist|not found", re.IGNORECASE)
-
-
-# -- errors ---------------------------------------------------------------------------------------
-
-
-def error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def is_not_found(err: ClientError) -> bool:
-    """SageMaker reports most missing resources as ValidationException "Could not find ..."."""
-    code = error_code(err)
-    if code in ("ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "404"):
-        return True
-    return code == "ValidationException" and bool(_NOT_FOUND.search(_message(err)))
-
-
-def _message(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Message", "")) or str(err)
-
-
-def translate(err: Exception, what: str) -> Exception:
-    """Map a botocore error to TransientError (retry) or TerminalError (stall), keeping AWS's
-    own message so the user sees what SageMaker said."""
-    if isinstance(err, ClientError):
-        code = error_code(err)
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        text = f"{what}: {code or status}: {_message(err)}"
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientError(text)
-        return TerminalError(text)
-    if isinstance(err, ConnectionError | HTTPClientError):
-        return TransientError(f"{what}: {err}")
-    return TerminalError(f"{what}: {err}")
-
-
-@contextmanager
-def aws(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, BotoCoreError) as err:
-        raise translate(err, what) from err
-
-
-def call_or_none(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call a Describe*/Get*; None when the resource does not exist."""
-    try:
-        return fn(**kwargs)
-    except ClientError as err:
-        if is_not_found(err):
-            return None
-        raise translate(err, what) from err
-    except BotoCoreError as err:
-        raise translate(err, what) from err
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -146,8 +70,8 @@ def metrics_from_metadata(props: dict[str, str]) -> dict[str, float]:
     return out
 
 
-class Registry:
-    """Model package groups and versions."""
+class SageMakerRegistry:
+    """Model package groups and versions, through the SageMaker API and S3."""
 
     def __init__(self, sm: Any, s3: Any, region: str) -> None:
         self.sm = sm
@@ -164,23 +88,23 @@ class Registry:
         )
         return found["ModelPackageGroupArn"] if found else None
 
-    def ensure_group(self, spec: ModelDeploymentSpec) -> str:
-        group = spec.modelPackageGroup.name
-        arn = self.group_arn(group)
+    def ensure_group(self, name: str, description: str | None) -> str:
+        arn = self.group_arn(name)
         if arn:
             return arn
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": group}
-        if spec.modelPackageGroup.description:
-            kwargs["ModelPackageGroupDescription"] = spec.modelPackageGroup.description
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": name}
+        if description:
+            kwargs["ModelPackageGroupDescription"] = description
+        what = f"CreateModelPackageGroup {name}"
         try:
             return self.sm.create_model_package_group(**kwargs)["ModelPackageGroupArn"]
         except ClientError as err:
             # Created concurrently since our describe: SageMaker says it already exists.
-            if "already exists" in _message(err).lower() and (arn := self.group_arn(group)):
+            if already_exists(err) and (arn := self.group_arn(name)):
                 return arn
-            raise translate(err, f"CreateModelPackageGroup {group}") from err
+            raise from_aws(err, what) from err
         except BotoCoreError as err:
-            raise translate(err, f"CreateModelPackageGroup {group}") from err
+            raise from_aws(err, what) from err
 
     # -- versions ---------------------------------------------------------------------------------
 

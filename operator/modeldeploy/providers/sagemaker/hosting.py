@@ -1,4 +1,4 @@
-"""SageMaker hosting side of the sagemaker provider: models, endpoint configs, endpoints.
+"""The sagemaker provider's hosting: models, endpoint configs and endpoints.
 
 Models and endpoint configs are immutable and named by content hash (naming.py), so deploying
 is "create what is missing, then point the endpoint at the config". Every create is preceded by
@@ -11,32 +11,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from modeldeploy import naming
-from modeldeploy.providers.base import TerminalError, TransientError
-from modeldeploy.providers.sagemaker_registry import (
-    Registry,
-    aws,
-    call_or_none,
-    is_not_found,
-    translate,
-)
-from modeldeploy.reconcile.actions import DeployEndpoint
-from modeldeploy.remote import TRANSITIONAL_ENDPOINT_STATUSES, Endpoint, InvokeResult
+from modeldeploy.providers.errors import TerminalError, TransientError, aws
+from modeldeploy.providers.sagemaker.errors import call_or_none
+from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
 VERSION_TAG = "modeldeploy.dev/version"
 STAGE_TAG = "modeldeploy.dev/stage"
 VARIANT = "AllTraffic"
 
 
-class Hosting:
-    def __init__(
-        self, sm: Any, runtime: Any, registry: Registry, region: str, role_arn: str | None
-    ) -> None:
+class SageMakerHosting:
+    def __init__(self, sm: Any, runtime: Any, region: str, role_arn: str | None) -> None:
         self.sm = sm
         self.runtime = runtime
-        self.registry = registry
         self.region = region
         self.role_arn = role_arn
 
@@ -44,7 +32,7 @@ class Hosting:
         # The runtime client's endpoint honours AWS_ENDPOINT_URL, so this is right for emulators.
         return f"{self.runtime.meta.endpoint_url}/endpoints/{endpoint}/invocations"
 
-    def describe_endpoint(self, name: str) -> Endpoint | None:
+    def describe(self, name: str) -> Endpoint | None:
         desc = call_or_none(
             f"DescribeEndpoint {name}", self.sm.describe_endpoint, EndpointName=name
         )
@@ -60,15 +48,23 @@ class Hosting:
 
     def list_endpoints(self, name_contains: str) -> dict[str, str]:
         """Endpoint name -> status for names containing `name_contains`."""
-        out: dict[str, str] = {}
+        return {
+            item["EndpointName"]: item.get("EndpointStatus", "")
+            for item in self._list(self.sm.list_endpoints, "Endpoints", name_contains)
+        }
+
+    def names(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.list_endpoints(prefix) if n.startswith(prefix))
+
+    def _list(self, call: Any, key: str, name_contains: str) -> list[dict]:
+        items: list[dict] = []
         kwargs: dict[str, Any] = {"NameContains": name_contains, "MaxResults": 100}
-        with aws(f"ListEndpoints {name_contains}"):
+        with aws(f"List{key} {name_contains}"):
             while True:
-                page = self.sm.list_endpoints(**kwargs)
-                for item in page.get("Endpoints", []):
-                    out[item["EndpointName"]] = item.get("EndpointStatus", "")
+                page = call(**kwargs)
+                items += page.get(key, [])
                 if not page.get("NextToken"):
-                    return out
+                    return items
                 kwargs["NextToken"] = page["NextToken"]
 
     # -- deploy -----------------------------------------------------------------------------------
@@ -92,8 +88,8 @@ class Hosting:
                 Tags=[{"Key": VERSION_TAG, "Value": str(version)}],
             )
 
-    def _ensure_config(self, action: DeployEndpoint, model: str) -> None:
-        name = action.config_name
+    def _ensure_config(self, request: DeployRequest, model: str) -> None:
+        name = request.config_name
         if call_or_none(
             f"DescribeEndpointConfig {name}",
             self.sm.describe_endpoint_config,
@@ -106,24 +102,24 @@ class Hosting:
                 {
                     "VariantName": VARIANT,
                     "ModelName": model,
-                    "InitialInstanceCount": action.instance_count,
-                    "InstanceType": action.instance_type,
+                    "InitialInstanceCount": request.instance_count,
+                    "InstanceType": request.instance_type,
                     "InitialVariantWeight": 1.0,
                 }
             ],
             "Tags": [
-                {"Key": VERSION_TAG, "Value": str(action.version)},
-                {"Key": STAGE_TAG, "Value": action.stage},
+                {"Key": VERSION_TAG, "Value": str(request.version.version)},
+                {"Key": STAGE_TAG, "Value": request.stage},
             ],
         }
-        if action.data_capture_percent > 0:
+        if request.data_capture_percent > 0:
             destination = (
-                action.data_capture_destination
+                request.data_capture_destination
                 or f"s3://sagemaker-{self.region}-{self._account()}/modeldeploy/datacapture"
             )
             kwargs["DataCaptureConfig"] = {
                 "EnableCapture": True,
-                "InitialSamplingPercentage": action.data_capture_percent,
+                "InitialSamplingPercentage": request.data_capture_percent,
                 "DestinationS3Uri": destination,
                 "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
                 "CaptureContentTypeHeader": {
@@ -134,41 +130,42 @@ class Hosting:
         with aws(f"CreateEndpointConfig {name}"):
             self.sm.create_endpoint_config(**kwargs)
 
-    def deploy(self, action: DeployEndpoint) -> None:
+    def deploy(self, request: DeployRequest) -> None:
+        version = request.version
         # A versioned package is immutable: its ARN names the image and artifact too.
-        model = action.model_name or naming.model_name(action.endpoint_name, action.version_arn)
-        self._ensure_model(model, action.version_arn, action.version)
-        self._ensure_config(action, model)
+        model = naming.model_name(request.endpoint_name, version.arn)
+        self._ensure_model(model, version.arn, version.version)
+        self._ensure_config(request, model)
 
-        name = action.endpoint_name
-        current = self.describe_endpoint(name)  # `action.update` is a hint; the remote decides
+        name = request.endpoint_name
+        current = self.describe(name)  # whether it exists is the remote's to say, not ours
         if current is None:
             with aws(f"CreateEndpoint {name}"):
                 self.sm.create_endpoint(
                     EndpointName=name,
-                    EndpointConfigName=action.config_name,
-                    Tags=[{"Key": STAGE_TAG, "Value": action.stage}],
+                    EndpointConfigName=request.config_name,
+                    Tags=[{"Key": STAGE_TAG, "Value": request.stage}],
                 )
-        elif current.config_name == action.config_name and current.status != "Failed":
+        elif current.config_name == request.config_name and current.status != EndpointStatus.FAILED:
             return  # already asked for before a restart
-        elif current.status in TRANSITIONAL_ENDPOINT_STATUSES:
+        elif EndpointStatus.is_transitional(current.status):
             raise TransientError(f"endpoint {name} is {current.status}; retrying later")
-        elif current.status == "Failed":
+        elif current.status == EndpointStatus.FAILED:
             raise TerminalError(
                 f"endpoint {name} failed ({current.failure_reason or 'no reason given'}); "
                 "SageMaker cannot update a failed endpoint: delete it first"
             )
         else:
             with aws(f"UpdateEndpoint {name}"):
-                self.sm.update_endpoint(EndpointName=name, EndpointConfigName=action.config_name)
+                self.sm.update_endpoint(EndpointName=name, EndpointConfigName=request.config_name)
 
     # -- invoke -----------------------------------------------------------------------------------
 
-    def invoke(self, endpoint_name: str, payload: str, content_type: str) -> InvokeResult:
+    def invoke(self, name: str, payload: str, content_type: str) -> InvokeResult:
         start = time.perf_counter()
-        with aws(f"InvokeEndpoint {endpoint_name}"):
+        with aws(f"InvokeEndpoint {name}"):
             resp = self.runtime.invoke_endpoint(
-                EndpointName=endpoint_name,
+                EndpointName=name,
                 Body=payload.encode(),
                 ContentType=content_type,
                 Accept="text/csv",
@@ -181,43 +178,24 @@ class Hosting:
 
     # -- delete -----------------------------------------------------------------------------------
 
-    def delete_endpoint(self, name: str) -> bool:
-        current = self.describe_endpoint(name)
+    def delete(self, name: str) -> bool:
+        current = self.describe(name)
         if current is not None:
-            if current.status != "Deleting":
-                self._delete(f"DeleteEndpoint {name}", self.sm.delete_endpoint, EndpointName=name)
-            if self.describe_endpoint(name) is not None:
+            if current.status != EndpointStatus.DELETING:
+                call_or_none(f"DeleteEndpoint {name}", self.sm.delete_endpoint, EndpointName=name)
+            if self.describe(name) is not None:
                 return False
         # The endpoint is gone: its configs and models (all named "<endpoint>-...") are unused.
-        for config in self._names(self.sm.list_endpoint_configs, "EndpointConfigs", name):
-            self._delete(
-                f"DeleteEndpointConfig {config}",
-                self.sm.delete_endpoint_config,
-                EndpointConfigName=config,
-            )
-        for model in self._names(self.sm.list_models, "Models", name):
-            self._delete(f"DeleteModel {model}", self.sm.delete_model, ModelName=model)
+        for item in self._list(self.sm.list_endpoint_configs, "EndpointConfigs", name):
+            config = item["EndpointConfigName"]
+            if config.startswith(f"{name}-"):
+                call_or_none(
+                    f"DeleteEndpointConfig {config}",
+                    self.sm.delete_endpoint_config,
+                    EndpointConfigName=config,
+                )
+        for item in self._list(self.sm.list_models, "Models", name):
+            model = item["ModelName"]
+            if model.startswith(f"{name}-"):
+                call_or_none(f"DeleteModel {model}", self.sm.delete_model, ModelName=model)
         return True
-
-    def _names(self, list_call: Any, key: str, endpoint: str) -> list[str]:
-        field = "EndpointConfigName" if key == "EndpointConfigs" else "ModelName"
-        names: list[str] = []
-        kwargs: dict[str, Any] = {"NameContains": endpoint, "MaxResults": 100}
-        with aws(f"List{key} {endpoint}"):
-            while True:
-                page = list_call(**kwargs)
-                names += [i[field] for i in page.get(key, [])]
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
-        return [n for n in names if n.startswith(f"{endpoint}-")]
-
-    @staticmethod
-    def _delete(what: str, fn: Any, **kwargs: Any) -> None:
-        try:
-            fn(**kwargs)
-        except ClientError as err:
-            if not is_not_found(err):
-                raise translate(err, what) from err
-        except BotoCoreError as err:
-            raise translate(err, what) from err

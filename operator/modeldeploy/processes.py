@@ -1,0 +1,106 @@
+"""Processes that outlive the call that started them: free loopback ports, whether a pid is still
+the program we started, and stopping it. Used by the local provider's endpoint servers and by
+the local control plane (etcd, kube-apiserver).
+
+Pids are recorded on disk and read back by a later process, so every check reads /proc and
+confirms the command line (pids are reused). A zombie is dead: it is reaped when it is our
+child, and never counted as running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+# Children started in this process, by pid: reaping goes through Popen so it knows the child
+# is gone (and does not warn, when collected, about a child it thinks still runs).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def keep(proc: subprocess.Popen[bytes]) -> int:
+    """Remember a child we started so `reap` can collect it; returns its pid."""
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports that were free a moment ago."""
+    socks = []
+    try:  # all held open until every port is chosen, so the n are distinct
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def reap(pid: int) -> None:
+    """Collect a child's exit status; a no-op for processes that are not our children."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def alive(pid: int | None, argv0: str | None = None, *, arg: str | None = None) -> bool:
+    """True if `pid` runs (a zombie does not) and is the program we mean: its first argument is
+    `argv0`, and `arg` is one of its arguments, when given."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        reap(pid)
+        return False
+    if argv0 is not None and cmdline[0].decode(errors="replace") != argv0:
+        return False
+    return arg is None or arg.encode() in cmdline
+
+
+def stop(
+    pid: int | None,
+    argv0: str | None = None,
+    *,
+    arg: str | None = None,
+    grace: float = 10.0,
+    kill_wait: float = 5.0,
+) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; True once it no longer runs."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        if not alive(pid, argv0, arg=arg):
+            return True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)  # type: ignore[arg-type]  # alive() is False for None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive(pid, argv0, arg=arg):
+            time.sleep(0.05)
+    return not alive(pid, argv0, arg=arg)

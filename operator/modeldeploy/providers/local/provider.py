@@ -1,0 +1,103 @@
+"""The embedded `local` provider: the whole pipeline on one machine, no AWS account.
+
+Registry: a SQLite file (`state`) and a content-addressed artifact store. Hosting: supervised
+`modeldeploy serve` processes on loopback that speak the SageMaker XGBoost container contract
+(`hosting_process`), or, with MODELDEPLOY_LOCAL_HOSTING=kubernetes, a Deployment and a Service
+per endpoint running the same server in the cluster (`hosting_kubernetes`).
+State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy).
+
+`LocalProvider(supervise=False)` only looks (a preview): the state is opened read-only,
+endpoint looks report what they see without starting, stopping or rewriting anything, and
+every change is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modeldeploy import naming
+from modeldeploy.providers.errors import TerminalError
+from modeldeploy.providers.interface import Hosting
+from modeldeploy.providers.local.hosting_process import ProcessHosting
+from modeldeploy.providers.local.registry import LocalRegistry
+from modeldeploy.providers.local.state import State
+from modeldeploy.providers.local.store import ArtifactStore
+from modeldeploy.remote import Observed, ObserveHint
+from modeldeploy.spec import ModelDeploymentSpec, SpecError
+
+HOSTING_ENV = "MODELDEPLOY_LOCAL_HOSTING"
+HOSTINGS = ("process", "kubernetes")
+# A dead server is noticed at the next look; observing is SQLite plus a /ping (or one read of
+# a Deployment), so the steady resync can be short.
+RESYNC_ENV = "MODELDEPLOY_LOCAL_RESYNC_SECONDS"
+DEFAULT_RESYNC = 10.0
+
+
+def default_root() -> Path:
+    if os.environ.get("MODELDEPLOY_LOCAL_DIR"):
+        return Path(os.environ["MODELDEPLOY_LOCAL_DIR"])
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "modeldeploy"
+
+
+def resync_seconds() -> float:
+    raw = os.environ.get(RESYNC_ENV) or str(DEFAULT_RESYNC)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SpecError(f"{RESYNC_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def hosting_from_env(state: State, root: Path, workers: int, supervise: bool) -> Hosting:
+    kind = os.environ.get(HOSTING_ENV) or "process"
+    if kind == "process":
+        return ProcessHosting(state, root, workers=workers, supervise=supervise)
+    if kind == "kubernetes":
+        # Imported here: the kubernetes client is needed only for this hosting.
+        from modeldeploy.providers.local.hosting_kubernetes import KubernetesHosting
+
+        try:
+            return KubernetesHosting(state, workers=workers, supervise=supervise)
+        except TerminalError as err:  # no cluster to talk to, or bad settings
+            raise SpecError(f"local provider, kubernetes hosting: {err}") from err
+    raise SpecError(f"{HOSTING_ENV}={kind!r}: expected one of {', '.join(HOSTINGS)}")
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        workers: int = 1,
+        *,
+        supervise: bool = True,
+        hosting: Hosting | None = None,
+    ) -> None:
+        """`hosting` replaces the one MODELDEPLOY_LOCAL_HOSTING names (tests, embedders)."""
+        self.root = root or default_root()
+        self.supervise = supervise
+        # The controller's steady resync is at most this (it is 600 s for remote providers).
+        self.max_resync_seconds: float | None = resync_seconds()
+        self.state = State(self.root / "registry.db", read_only=not supervise)
+        store = ArtifactStore(self.root) if supervise else None
+        self.registry = LocalRegistry(self.state, store)
+        self.hosting = hosting or hosting_from_env(self.state, self.root, workers, supervise)
+
+    def observe(
+        self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
+    ) -> Observed:
+        """Everything is local and cheap to read, so the hint is not needed."""
+        group = spec.modelPackageGroup.name
+        arn = self.state.group_arn(group)
+        if arn is None:
+            return Observed(group_arn=None)
+        staging, production = (
+            self.hosting.describe(naming.endpoint_name(namespace, name, stage))
+            for stage in ("staging", "production")
+        )
+        return Observed(arn, tuple(self.state.versions(group)), staging, production)
