@@ -149,16 +149,14 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.Certific
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     """Signatures for every certificate; a CA also signs certificates and CRLs."""
+    unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
     return x509.KeyUsage(
         digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
         key_cert_sign=ca,
         crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
+        **dict.fromkeys(unused, False),
     )
 
 

@@ -231,19 +231,14 @@ def encode(predictions: np.ndarray, media: str) -> bytes:
     """
     if predictions.ndim == 1 or predictions.shape[1] == 1:
         inner = orjson.dumps(predictions.ravel(), option=_NUMPY_OPT)[1:-1]
-        if media == CSV:
-            if b"null" in inner:
-                return _csv_numbers(predictions)
-            return inner.replace(b",", b"\n") + b"\n"
-        if media == JSON:
-            return b'{"predictions":[{"score":' + inner.replace(b",", b'},{"score":') + b"}]}"
-        return b'{"score":' + inner.replace(b",", b'}\n{"score":') + b"}\n"
-    # Several outputs per row (multi-class probabilities): one list per row.
-    inner = orjson.dumps(predictions, option=_NUMPY_OPT)[2:-2]
+        sep, score, end = b",", b'{"score":', b"}"
+    else:  # several outputs per row (multi-class probabilities): one list per row
+        inner = orjson.dumps(predictions, option=_NUMPY_OPT)[2:-2]
+        sep, score, end = b"],[", b'{"score":[', b"]}"
     if media == CSV:
         if b"null" in inner:
             return _csv_numbers(predictions)
-        return inner.replace(b"],[", b"\n") + b"\n"
+        return inner.replace(sep, b"\n") + b"\n"
     if media == JSON:
-        return b'{"predictions":[{"score":[' + inner.replace(b"],[", b']},{"score":[') + b"]}]}"
-    return b'{"score":[' + inner.replace(b"],[", b']}\n{"score":[') + b"]}\n"
+        return b'{"predictions":[' + score + inner.replace(sep, end + b"," + score) + end + b"]}"
+    return score + inner.replace(sep, end + b"\n" + score) + end + b"\n"
