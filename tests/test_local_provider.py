@@ -1,28 +1,29 @@
 """The embedded `local` provider: the whole pipeline on one machine, real `modeldeploy serve`
-processes answering real XGBoost predictions, supervised through restarts and crashes."""
+processes answering real XGBoost predictions, supervised through restarts and crashes. What
+every provider does (registration, approval, deploy, delete, observe) is in
+tests/test_provider_contract.py; this is what is particular to this one."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import pickle
 import signal
 import tarfile
 import time
 import urllib.request
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 import xgboost
-from driver import Resource, deploy_action
+from driver import Resource
+from providers import deploy_request
 
 from modeldeploy import handlers, naming
 from modeldeploy.providers import ProviderFactory
-from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.local import RESYNC_ENV, LocalProvider
-from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy.remote import DeployRequest
 from modeldeploy.spec import SpecError, parse_spec
 from modeldeploy.training.train import train
 
@@ -41,13 +42,12 @@ def local_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def providers(local_dir, monkeypatch):
+def providers(local_dir):
     factory = ProviderFactory(default="local")
-    monkeypatch.setattr(handlers, "PROVIDERS", factory)
     yield factory
-    for provider in factory._cache.values():  # stop every server the test started
-        for name in provider.endpoints.names(""):
-            provider.delete_endpoint(name)
+    for provider in factory.built():  # stop every server the test started
+        for name in provider.hosting.names(""):
+            provider.hosting.delete(name)
 
 
 def heldout(model) -> tuple[np.ndarray, str]:
@@ -72,7 +72,7 @@ def predict(url: str, payload: str) -> np.ndarray:
         return np.array([float(x) for x in resp.read().decode().split()])
 
 
-def resource(models, **spec) -> Resource:
+def resource(models, providers: ProviderFactory, **spec) -> Resource:
     _, payload = heldout(models[0])
     base = {
         "provider": "local",
@@ -81,13 +81,13 @@ def resource(models, **spec) -> Resource:
         "staging": {"smokeTest": {"payload": payload.splitlines()[0], "maxLatencyMs": 5000}},
     }
     base.update(spec)
-    return Resource(base, name="bc", namespace="demo")
+    return Resource(base, providers=providers, name="bc", namespace="demo")
 
 
 def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        res.call(handlers.reconcile)
+        res.call(handlers.on_change)
         if res.status["phase"] == phase:
             return res.status
         time.sleep(0.2)
@@ -95,7 +95,7 @@ def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
 
 
 def test_pipeline_serves_real_predictions_and_rolls_back(models, providers):
-    res = resource(models)
+    res = resource(models, providers)
     settle(res, "PendingApproval")
     res.edit_spec(
         lambda s: (
@@ -142,7 +142,7 @@ def test_pipeline_serves_real_predictions_and_rolls_back(models, providers):
     )
 
 
-def deploy_first_version(models, local_dir: Path) -> tuple[LocalProvider, DeployEndpoint]:
+def deploy_first_version(models, local_dir: Path) -> tuple[LocalProvider, DeployRequest]:
     provider = LocalProvider(local_dir)
     spec = parse_spec(
         {
@@ -151,42 +151,41 @@ def deploy_first_version(models, local_dir: Path) -> tuple[LocalProvider, Deploy
             "model": {"artifact": f"file://{models[0].model_tar}"},
         }
     )
-    provider.ensure_group(spec)
-    version = provider.register_version(spec)
+    provider.registry.ensure_group("g", None)
+    version = provider.registry.register_version(spec)
     endpoint = naming.endpoint_name("ns", "x", "staging")
-    action = deploy_action(version, endpoint, config_name="cfg-1")
-    provider.deploy(action)
+    action = deploy_request(version, endpoint, config_name="cfg-1")
+    provider.hosting.deploy(action)
     return provider, action
 
 
 def wait_status(provider: LocalProvider, name: str, wanted: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        endpoint = provider.describe_endpoint(name)
+        endpoint = provider.hosting.describe(name)
         if endpoint and endpoint.status == wanted:
             return endpoint
         time.sleep(0.2)
-    raise AssertionError(f"{name} never became {wanted}: {provider.describe_endpoint(name)}")
+    raise AssertionError(f"{name} never became {wanted}: {provider.hosting.describe(name)}")
 
 
 def pid_of(provider: LocalProvider, name: str) -> int:
-    with provider.registry.db() as db:
-        return db.execute("SELECT pid FROM endpoints WHERE name = ?", (name,)).fetchone()[0]
+    return provider.state.endpoint(name).pid
 
 
 def test_restart_while_creating_adopts_the_same_process(models, local_dir):
     provider, action = deploy_first_version(models, local_dir)
     try:
-        assert provider.describe_endpoint(action.endpoint_name).status == "Creating"
+        assert provider.hosting.describe(action.endpoint_name).status == "Creating"
         pid = pid_of(provider, action.endpoint_name)
         restarted = LocalProvider(local_dir)  # a new operator process, same state directory
         endpoint = wait_status(restarted, action.endpoint_name, "InService")
         assert pid_of(restarted, action.endpoint_name) == pid
-        restarted.deploy(action)  # the same config again changes nothing
+        restarted.hosting.deploy(action)  # the same config again changes nothing
         assert pid_of(restarted, action.endpoint_name) == pid
         assert endpoint.url.startswith("http://127.0.0.1:")
     finally:
-        provider.delete_endpoint(action.endpoint_name)
+        provider.hosting.delete(action.endpoint_name)
 
 
 def test_killed_endpoint_is_reported_and_brought_back(models, local_dir):
@@ -196,7 +195,7 @@ def test_killed_endpoint_is_reported_and_brought_back(models, local_dir):
         pid = pid_of(provider, action.endpoint_name)
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-        seen = provider.describe_endpoint(action.endpoint_name)
+        seen = provider.hosting.describe(action.endpoint_name)
         assert seen.status == "SystemUpdating"
         assert f"process {pid} exited" in seen.failure_reason
         endpoint = wait_status(provider, action.endpoint_name, "InService")
@@ -206,55 +205,29 @@ def test_killed_endpoint_is_reported_and_brought_back(models, local_dir):
             predict(endpoint.url, payload), expected(models[0], features), atol=1e-6
         )
     finally:
-        provider.delete_endpoint(action.endpoint_name)
+        provider.hosting.delete(action.endpoint_name)
 
 
 def test_server_that_dies_at_start_fails_with_its_reason(models, local_dir):
     provider, action = deploy_first_version(models, local_dir)
-    provider.delete_endpoint(action.endpoint_name)
-    version = provider.registry.version_by_arn(action.version_arn)
-    Path(version.artifact).write_bytes(b"not a tar")  # the stored copy is damaged on disk
-    provider.deploy(action)
+    provider.hosting.delete(action.endpoint_name)
+    Path(action.version.artifact).write_bytes(b"not a tar")  # the stored copy is damaged on disk
+    provider.hosting.deploy(action)
     endpoint = wait_status(provider, action.endpoint_name, "Failed")
     assert "server did not start" in endpoint.failure_reason
-    assert provider.delete_endpoint(action.endpoint_name)
+    assert provider.hosting.delete(action.endpoint_name)
 
 
 def test_delete_stops_the_server(models, local_dir):
     provider, action = deploy_first_version(models, local_dir)
     endpoint = wait_status(provider, action.endpoint_name, "InService")
     pid = pid_of(provider, action.endpoint_name)
-    assert provider.delete_endpoint(action.endpoint_name)
-    assert provider.describe_endpoint(action.endpoint_name) is None
+    assert provider.hosting.delete(action.endpoint_name)
+    assert provider.hosting.describe(action.endpoint_name) is None
     time.sleep(0.2)
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     with pytest.raises(OSError):
         predict(endpoint.url, "1,2")
-
-
-def test_registration_is_idempotent_and_refuses_pickles(models, local_dir, tmp_path):
-    provider = LocalProvider(local_dir)
-    spec = parse_spec(
-        {"modelPackageGroup": {"name": "g"}, "model": {"artifact": f"file://{models[0].model_tar}"}}
-    )
-    provider.ensure_group(spec)
-    first = provider.register_version(spec)
-    assert provider.register_version(spec) == first
-    assert [v.version for v in provider.registry.versions("g")] == [1]
-
-    model = pickle.dumps({"not": "a booster"})
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo("xgboost-model")
-        info.size = len(model)
-        tar.addfile(info, io.BytesIO(model))
-    bad = tmp_path / "pickled.tar.gz"
-    bad.write_bytes(out.getvalue())
-    spec = parse_spec({"modelPackageGroup": {"name": "g"}, "model": {"artifact": f"file://{bad}"}})
-    with pytest.raises(TerminalError, match="pickle"):
-        provider.register_version(spec)
-    assert [v.version for v in provider.registry.versions("g")] == [1]
-    assert json.loads(json.dumps(first.metrics)) == {}
 
 
 def test_steady_resync_is_short_and_set_by_the_environment(local_dir, monkeypatch):
@@ -268,3 +241,18 @@ def test_steady_resync_is_short_and_set_by_the_environment(local_dir, monkeypatc
         monkeypatch.setenv(RESYNC_ENV, bad)
         with pytest.raises(SpecError, match=RESYNC_ENV):
             LocalProvider(local_dir)
+
+
+def test_s3_artifacts_without_credentials_stall(local_dir, aws_env, model_artifact, monkeypatch):
+    # The same call fails again until someone provides credentials: terminal, as for the
+    # sagemaker provider (both classify through providers.errors).
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # none cached from earlier tests
+    provider = LocalProvider(local_dir)
+    spec = parse_spec({"modelPackageGroup": {"name": "g"}, "model": {"artifact": model_artifact}})
+    provider.registry.ensure_group("g", None)
+    with pytest.raises(TerminalError, match="credentials"):
+        provider.registry.register_version(spec)
+    assert provider.state.versions("g") == []

@@ -1,4 +1,5 @@
-"""The sagemaker provider over HTTP against the AWS emulator (moto in server mode).
+"""The sagemaker provider over HTTP against the AWS emulator (moto in server mode): what is
+particular to it. What every provider must do is tests/test_provider_contract.py.
 
 Where the emulator differs from SageMaker, the test says so. botocore's Stubber appears only
 for what the emulator lacks: UpdateEndpoint and the Creating/Updating/Failed endpoint states
@@ -8,37 +9,39 @@ for what the emulator lacks: UpdateEndpoint and the Creating/Updating/Failed end
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
-import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import boto3
-import numpy as np
 import pytest
 import xgboost as xgb
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from driver import deploy_action as make_deploy_action
-from driver import recorded
 from emulator import REGION, ROLE_ARN
+from providers import deploy_request, recorded, steady_hint
 
 from modeldeploy import naming
 from modeldeploy.artifacts import compat
-from modeldeploy.providers import sagemaker as sagemaker_module
-from modeldeploy.providers.base import TerminalError, TransientError
+from modeldeploy.providers.errors import TerminalError, TransientError, from_aws
 from modeldeploy.providers.sagemaker import SageMakerProvider
-from modeldeploy.providers.sagemaker_registry import DIGEST_KEY, translate
-from modeldeploy.reconcile.actions import DeployEndpoint
-from modeldeploy.remote import APPROVED, PENDING, REJECTED, ModelVersion
+from modeldeploy.providers.sagemaker import provider as provider_module
+from modeldeploy.providers.sagemaker.registry import DIGEST_KEY
+from modeldeploy.remote import (
+    APPROVED,
+    PENDING,
+    DeployRequest,
+    ModelVersion,
+    ObserveHint,
+    RecordedStage,
+)
 from modeldeploy.spec import ApprovalSpec, ModelDeploymentSpec, parse_spec
 
 NS, NAME, GROUP = "ml", "churn", "churn-xgboost"
 NAME_RE = naming.NAME_PATTERN
-MUTATING = re.compile(r"^(Create|Update|Delete|Add|Put)")
+NO_HINT = ObserveHint()  # what status knows before the first pass
 
 
 def make_spec(artifact: str | None = None, **model: object) -> ModelDeploymentSpec:
@@ -86,9 +89,9 @@ def restarted(provider: SageMakerProvider) -> Callable[[], SageMakerProvider]:
 
 def deploy_action(
     version: ModelVersion, stage: str = "staging", *, capture: int = 0, dest: str | None = None
-) -> DeployEndpoint:
+) -> DeployRequest:
     itype, count = ("ml.m5.large", 1) if stage == "staging" else ("ml.m5.xlarge", 2)
-    return make_deploy_action(
+    return deploy_request(
         version,
         naming.endpoint_name(NS, NAME, stage),
         stage=stage,
@@ -110,9 +113,9 @@ def names(sm, what: str) -> list[str]:
 
 def registered_approved(provider: SageMakerProvider, artifact: str) -> ModelVersion:
     spec = make_spec(artifact, frameworkVersion="3.2-0", metrics={"auc": 0.97})
-    provider.ensure_group(spec)
-    version = provider.register_version(spec)
-    provider.set_approval(version.arn, APPROVED, "test")
+    provider.registry.ensure_group(GROUP, None)
+    version = provider.registry.register_version(spec)
+    provider.registry.set_approval(version.arn, APPROVED, "test")
     return version
 
 
@@ -189,7 +192,7 @@ def client_error(code: str, status: int, message: str = "boom") -> ClientError:
     ],
 )
 def test_aws_errors_map_to_transient_or_terminal(code: str, status: int, kind: type) -> None:
-    err = translate(client_error(code, status, "SageMaker says no"), "DescribeEndpoint x")
+    err = from_aws(client_error(code, status, "SageMaker says no"), "DescribeEndpoint x")
     assert type(err) is kind
     assert "SageMaker says no" in str(err) and code in str(err)
 
@@ -200,14 +203,14 @@ def test_unreachable_aws_is_transient(aws_env, monkeypatch: pytest.MonkeyPatch) 
     # A real connection refused on loopback, through the provider's default clients.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientError, match="ListModelPackages"):
-        SageMakerProvider(REGION, ROLE_ARN).observe(make_spec(), {}, namespace=NS, name=NAME)
+        SageMakerProvider(REGION, ROLE_ARN).observe(make_spec(), NO_HINT, namespace=NS, name=NAME)
 
 
 # -- registry -------------------------------------------------------------------------------------
 
 
 def test_default_clients_honour_aws_endpoint_url(aws_env, sagemaker_client) -> None:
-    arn = SageMakerProvider(REGION, ROLE_ARN).ensure_group(make_spec())
+    arn = SageMakerProvider(REGION, ROLE_ARN).registry.ensure_group(GROUP, None)
     assert (
         sagemaker_client.describe_model_package_group(ModelPackageGroupName=GROUP)[
             "ModelPackageGroupArn"
@@ -216,12 +219,10 @@ def test_default_clients_honour_aws_endpoint_url(aws_env, sagemaker_client) -> N
     )
 
 
-def test_group_is_created_once(provider, sagemaker_client) -> None:
-    spec = make_spec()
-    assert provider.observe(spec, {}, namespace=NS, name=NAME).group_arn is None
+def test_group_is_created_once_with_its_description(provider, sagemaker_client) -> None:
     with recorded(sagemaker_client) as calls:
-        arn = provider.ensure_group(spec)
-        assert provider.ensure_group(spec) == arn
+        arn = provider.registry.ensure_group(GROUP, "Churn classifier")
+        assert provider.registry.ensure_group(GROUP, "Churn classifier") == arn
     assert calls.count("CreateModelPackageGroup") == 1
     groups = sagemaker_client.list_model_package_groups()["ModelPackageGroupSummaryList"]
     assert [(g["ModelPackageGroupName"], g["ModelPackageGroupArn"]) for g in groups] == [
@@ -229,37 +230,19 @@ def test_group_is_created_once(provider, sagemaker_client) -> None:
     ]
     desc = sagemaker_client.describe_model_package_group(ModelPackageGroupName=GROUP)
     assert desc["ModelPackageGroupDescription"] == "Churn classifier"
-    assert provider.observe(spec, {}, namespace=NS, name=NAME).group_arn == arn
-
-
-def test_register_is_idempotent_across_restarts(
-    provider, restarted, sagemaker_client, model_artifact
-) -> None:
-    spec = make_spec(model_artifact, frameworkVersion="3.2-0", metrics={"auc": 0.97})
-    provider.ensure_group(spec)
-    first = provider.register_version(spec)
-    again = provider.register_version(spec)
-    after_restart = restarted().register_version(spec)
-    assert first.version == 1
-    assert again.arn == first.arn == after_restart.arn
-    listed = sagemaker_client.list_model_packages(ModelPackageGroupName=GROUP)
-    assert len(listed["ModelPackageSummaryList"]) == 1
-    assert (
-        len(first.artifact_digest) == 64 and after_restart.artifact_digest == first.artifact_digest
-    )
 
 
 def test_register_gives_pending_approval_explicitly(
     provider, sagemaker_client, model_artifact
 ) -> None:
     spec = make_spec(model_artifact, frameworkVersion="3.2-0")
-    provider.ensure_group(spec)
+    provider.registry.ensure_group(GROUP, None)
     sent: list[dict] = []
     sagemaker_client.meta.events.register(
         "provide-client-params.sagemaker.CreateModelPackage",
         lambda params, **_: sent.append(dict(params)),
     )
-    version = provider.register_version(spec)
+    version = provider.registry.register_version(spec)
     assert len(sent) == 1
     params = sent[0]
     assert params["ModelApprovalStatus"] == "PendingManualApproval"
@@ -283,8 +266,8 @@ def test_register_gives_pending_approval_explicitly(
 
 def test_frameworkless_spec_gets_the_matching_image(provider, model_artifact) -> None:
     spec = make_spec(model_artifact)
-    provider.ensure_group(spec)
-    assert "sagemaker-xgboost:3.2-0" in provider.register_version(spec).image
+    provider.registry.ensure_group(GROUP, None)
+    assert "sagemaker-xgboost:3.2-0" in provider.registry.register_version(spec).image
 
 
 def test_metrics_from_an_s3_evaluation_file(
@@ -298,8 +281,8 @@ def test_metrics_from_an_s3_evaluation_file(
     }
     metrics_uri = upload("churn/1/evaluation.json", json.dumps(report).encode())
     spec = make_spec(model_artifact, metrics=metrics_uri)
-    provider.ensure_group(spec)
-    version = provider.register_version(spec)
+    provider.registry.ensure_group(GROUP, None)
+    version = provider.registry.register_version(spec)
     assert version.metrics == {"auc": 0.968, "accuracy": 0.93}
     desc = sagemaker_client.describe_model_package(ModelPackageName=version.arn)
     assert desc["ModelMetrics"]["ModelQuality"]["Statistics"] == {
@@ -307,141 +290,11 @@ def test_metrics_from_an_s3_evaluation_file(
         "S3Uri": metrics_uri,
     }
     assert desc["CustomerMetadataProperties"]["metric.auc"] == "0.968"
-    observed = restarted().observe(spec, {}, namespace=NS, name=NAME)
+    observed = restarted().observe(spec, NO_HINT, namespace=NS, name=NAME)
     assert observed.latest.metrics == {"auc": 0.968, "accuracy": 0.93}
 
 
-def test_inline_metrics(provider, model_artifact) -> None:
-    spec = make_spec(model_artifact, metrics={"auc": 0.91, "f1": 0.88})
-    provider.ensure_group(spec)
-    provider.register_version(spec)
-    observed = provider.observe(spec, {}, namespace=NS, name=NAME)
-    assert observed.latest.metrics == {"auc": 0.91, "f1": 0.88}
-
-
-def test_incompatible_artifact_is_refused(provider, sagemaker_client, model_artifact) -> None:
-    # The fixture's model is written by this venv's xgboost (3.2): its base_score is a vector,
-    # which the xgboost 1.7.4 inside the 1.7-1 image would read as 0.5.
-    spec = make_spec(model_artifact, frameworkVersion="1.7-1")
-    provider.ensure_group(spec)
-    with pytest.raises(TerminalError) as refused:
-        provider.register_version(spec)
-    message = str(refused.value)
-    assert xgb.__version__ in message and "1.7.4" in message and "1.7-1" in message
-    assert "3.2-0" in message  # the image to use instead
-    assert (
-        sagemaker_client.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
-        == []
-    )
-
-
-def two_member_tar() -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name in ("xgboost-model", "extra-model"):
-            info = tarfile.TarInfo(name)
-            info.size = 2
-            tar.addfile(info, io.BytesIO(b"{}"))
-    return out.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("body", "complaint"),
-    [(b"not a tarball", "gzip"), (two_member_tar(), "more than one file")],
-)
-def test_bad_artifact_is_refused(provider, upload, body: bytes, complaint: str) -> None:
-    spec = make_spec(upload("bad/model.tar.gz", body))
-    provider.ensure_group(spec)
-    with pytest.raises(TerminalError, match=complaint):
-        provider.register_version(spec)
-
-
-def test_missing_artifact_is_terminal(provider, bucket) -> None:
-    spec = make_spec(f"s3://{bucket}/nowhere/model.tar.gz")
-    provider.ensure_group(spec)
-    with pytest.raises(TerminalError, match="NoSuchKey"):
-        provider.register_version(spec)
-
-
-@pytest.mark.parametrize("decision", [APPROVED, REJECTED])
-def test_approval_keeps_metadata(provider, sagemaker_client, model_artifact, decision) -> None:
-    spec = make_spec(model_artifact, metrics={"auc": 0.97})
-    provider.ensure_group(spec)
-    version = provider.register_version(spec)
-    before = sagemaker_client.describe_model_package(ModelPackageName=version.arn)
-    provider.set_approval(version.arn, decision, f"{decision} by rule auc 0.97 >= 0.9")
-    after = sagemaker_client.describe_model_package(ModelPackageName=version.arn)
-    assert after["ModelApprovalStatus"] == decision
-    assert after["ApprovalDescription"] == f"{decision} by rule auc 0.97 >= 0.9"
-    # The emulator wipes CustomerMetadataProperties when an update omits them (SageMaker keeps
-    # them): this fails unless the provider passes them back.
-    assert after["CustomerMetadataProperties"] == before["CustomerMetadataProperties"]
-    observed = provider.observe(spec, {}, namespace=NS, name=NAME)
-    assert observed.latest.approval_status == decision
-    assert observed.latest.approval_description.startswith(decision)
-    assert observed.latest.metrics == {"auc": 0.97}
-
-
 # -- observe --------------------------------------------------------------------------------------
-
-
-def steady_status(observed, staging_config: str, production_config: str = "") -> dict:
-    """Status as the reconciler records it once the stages serve the latest version."""
-    latest = observed.latest
-    status = {
-        "modelPackageGroup": {"name": GROUP, "arn": observed.group_arn},
-        "latestVersion": {
-            "version": latest.version,
-            "arn": latest.arn,
-            "approvalStatus": latest.approval_status,
-            "metrics": dict(latest.metrics),
-        },
-        "staging": {
-            "endpointName": naming.endpoint_name(NS, NAME, "staging"),
-            "endpointConfigName": staging_config,
-            "targetConfigName": staging_config,
-            "version": latest.version,
-            "targetVersion": latest.version,
-            "endpointStatus": "InService",
-        },
-    }
-    if production_config:
-        status["production"] = {
-            **status["staging"],
-            "endpointName": naming.endpoint_name(NS, NAME, "production"),
-            "endpointConfigName": production_config,
-            "targetConfigName": production_config,
-        }
-    return status
-
-
-def test_observe_steady_state_makes_two_read_calls(
-    provider, restarted, sagemaker_client, s3_client, model_artifact
-) -> None:
-    version = registered_approved(provider, model_artifact)
-    action, prod = deploy_action(version, capture=100), deploy_action(version, "production")
-    provider.deploy(action)
-    provider.deploy(prod)
-    spec = make_spec(model_artifact, frameworkVersion="3.2-0", metrics={"auc": 0.97})
-
-    # A first look (empty status, e.g. after a restart) may describe what it does not know.
-    first = provider.observe(spec, {}, namespace=NS, name=NAME)
-    assert first.staging.config_name == action.config_name
-    assert first.production.config_name == prod.config_name
-    status = steady_status(first, action.config_name, prod.config_name)
-
-    steady = restarted()
-    with recorded(steady.sm, steady.registry.s3) as calls:
-        observed = steady.observe(spec, status, namespace=NS, name=NAME)
-    assert sorted(calls) == ["ListEndpoints", "ListModelPackages"]
-    assert not [c for c in calls if MUTATING.match(c)]
-    assert observed.group_arn == first.group_arn
-    assert (observed.staging, observed.production) == (first.staging, first.production)
-    assert observed.latest.version == version.version
-    assert observed.latest.approval_status == APPROVED
-    assert observed.latest.metrics == {"auc": 0.97}
-    assert observed.staging.status == "InService"
-    assert observed.staging.url.endswith(f"/endpoints/{action.endpoint_name}/invocations")
 
 
 def test_observe_reads_the_config_while_a_deployment_is_in_flight(
@@ -449,12 +302,13 @@ def test_observe_reads_the_config_while_a_deployment_is_in_flight(
 ) -> None:
     version = registered_approved(provider, model_artifact)
     action = deploy_action(version)
-    provider.deploy(action)
+    provider.hosting.deploy(action)
     spec = make_spec()
-    status = steady_status(provider.observe(spec, {}, namespace=NS, name=NAME), "old-config")
-    status["staging"]["targetConfigName"] = action.config_name
+    steady = steady_hint(provider.observe(spec, NO_HINT, namespace=NS, name=NAME))
+    # Status records the endpoint moving from an old config to this one: not settled.
+    in_flight = dataclasses.replace(steady, staging=RecordedStage(action.endpoint_name))
     with recorded(sagemaker_client) as calls:
-        observed = provider.observe(spec, status, namespace=NS, name=NAME)
+        observed = provider.observe(spec, in_flight, namespace=NS, name=NAME)
     assert "DescribeEndpoint" in calls
     assert observed.staging.config_name == action.config_name
 
@@ -464,7 +318,7 @@ def test_observe_sees_a_new_version_registered_elsewhere(
 ) -> None:
     version = registered_approved(provider, model_artifact)
     spec = make_spec()
-    status = steady_status(provider.observe(spec, {}, namespace=NS, name=NAME), "c")
+    hint = steady_hint(provider.observe(spec, NO_HINT, namespace=NS, name=NAME))
     # A training pipeline registers version 2 with its evaluation report and no metadata of ours.
     report = upload("pipeline/evaluation.json", json.dumps({"auc": 0.99}).encode())
     sagemaker_client.create_model_package(
@@ -479,7 +333,7 @@ def test_observe_sees_a_new_version_registered_elsewhere(
             "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}
         },
     )
-    observed = provider.observe(spec, status, namespace=NS, name=NAME)
+    observed = provider.observe(spec, hint, namespace=NS, name=NAME)
     assert [v.version for v in observed.versions] == [2, 1]
     assert observed.latest.approval_status == PENDING
     assert observed.latest.metrics == {"auc": 0.99}
@@ -489,9 +343,9 @@ def test_observe_sees_a_new_version_registered_elsewhere(
 def test_observe_describes_referenced_versions_off_the_first_page(
     provider, sagemaker_client, model_artifact, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sagemaker_module, "LIST_PAGE", 2)
+    monkeypatch.setattr(provider_module, "LIST_PAGE", 2)
     spec = make_spec()
-    provider.ensure_group(spec)
+    provider.registry.ensure_group(GROUP, None)
     for n in range(4):
         sagemaker_client.create_model_package(
             ModelPackageGroupName=GROUP,
@@ -503,7 +357,9 @@ def test_observe_describes_referenced_versions_off_the_first_page(
             },
         )
     wanted = spec.model_copy(update={"approval": ApprovalSpec(approvedVersion=1)})
-    observed = provider.observe(wanted, {}, namespace=NS, name=NAME)
+    # Status refers to the versions the spec names (approvedVersion 1).
+    hint = ObserveHint(versions=frozenset({1}))
+    observed = provider.observe(wanted, hint, namespace=NS, name=NAME)
     assert [v.version for v in observed.versions] == [4, 3, 1]
     assert observed.version(1).approval_status == APPROVED
     assert observed.version(1).artifact == "s3://b/0.tar.gz"
@@ -512,12 +368,12 @@ def test_observe_describes_referenced_versions_off_the_first_page(
 # -- hosting --------------------------------------------------------------------------------------
 
 
-def test_deploy_creates_model_config_and_endpoint_once(
-    provider, restarted, sagemaker_client, model_artifact
+def test_deploy_creates_model_config_and_endpoint(
+    provider, sagemaker_client, model_artifact
 ) -> None:
     version = registered_approved(provider, model_artifact)
     action = deploy_action(version, capture=100)
-    provider.deploy(action)
+    provider.hosting.deploy(action)
 
     model = naming.model_name(action.endpoint_name, version.arn)
     assert names(sagemaker_client, "models") == [model]
@@ -541,18 +397,8 @@ def test_deploy_creates_model_config_and_endpoint_once(
     )
     tags = sagemaker_client.list_tags(ResourceArn=config["EndpointConfigArn"])["Tags"]
     assert {"Key": "modeldeploy.dev/version", "Value": str(version.version)} in tags
-    endpoint = provider.describe_endpoint(action.endpoint_name)
+    endpoint = provider.hosting.describe(action.endpoint_name)
     assert (endpoint.status, endpoint.config_name) == ("InService", action.config_name)
-
-    # Again, and again after a restart: the emulator would silently overwrite duplicates
-    # (SageMaker refuses them), so only the absence of Create* calls proves idempotency.
-    again = restarted()
-    with recorded(provider.sm, again.sm) as calls:
-        provider.deploy(action)
-        again.deploy(action)
-    assert not [c for c in calls if MUTATING.match(c)]
-    assert names(sagemaker_client, "models") == [model]
-    assert names(sagemaker_client, "configs") == [action.config_name]
 
 
 def test_deploy_without_capture_and_with_own_destination(
@@ -560,34 +406,15 @@ def test_deploy_without_capture_and_with_own_destination(
 ) -> None:
     version = registered_approved(provider, model_artifact)
     plain = deploy_action(version, "production")
-    provider.deploy(plain)
+    provider.hosting.deploy(plain)
     config = sagemaker_client.describe_endpoint_config(EndpointConfigName=plain.config_name)
     assert not config.get("DataCaptureConfig")  # the emulator answers {} for none
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.xlarge"
     captured = deploy_action(version, capture=20, dest="s3://captures/churn")
-    provider.deploy(captured)
+    provider.hosting.deploy(captured)
     config = sagemaker_client.describe_endpoint_config(EndpointConfigName=captured.config_name)
     assert config["DataCaptureConfig"]["DestinationS3Uri"] == "s3://captures/churn"
     assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
-
-
-def test_smoke_invoke_returns_the_body_with_latency(
-    provider, model_artifact, model_tar_bytes, invoke_results
-) -> None:
-    version = registered_approved(provider, model_artifact)
-    action = deploy_action(version)
-    provider.deploy(action)
-    # The emulator cannot run the container; give it the score the real model gives this row.
-    row = [0.3, -1.2, 0.8, 0.1]
-    with tarfile.open(fileobj=io.BytesIO(model_tar_bytes)) as tar:
-        raw = tar.extractfile("xgboost-model").read()
-    booster = xgb.Booster(model_file=bytearray(raw))
-    score = float(booster.predict(xgb.DMatrix(np.array([row])))[0])
-    invoke_results([{"Body": f"{score}\n", "ContentType": "text/csv"}])
-    result = provider.invoke(action.endpoint_name, ",".join(map(str, row)), "text/csv")
-    assert float(result.body.decode()) == pytest.approx(score)
-    assert result.content_type == "text/csv"
-    assert 0 < result.latency_ms < 10_000
 
 
 def test_delete_removes_endpoint_configs_and_models(
@@ -595,8 +422,8 @@ def test_delete_removes_endpoint_configs_and_models(
 ) -> None:
     version = registered_approved(provider, model_artifact)
     staging, production = deploy_action(version), deploy_action(version, "production")
-    provider.deploy(staging)
-    provider.deploy(production)
+    provider.hosting.deploy(staging)
+    provider.hosting.deploy(production)
     # A config left from an earlier version of staging goes too.
     old_config = naming.config_name(staging.endpoint_name, {"version": "an earlier one"})
     variant = sagemaker_client.describe_endpoint_config(EndpointConfigName=staging.config_name)[
@@ -605,8 +432,7 @@ def test_delete_removes_endpoint_configs_and_models(
     sagemaker_client.create_endpoint_config(
         EndpointConfigName=old_config, ProductionVariants=variant
     )
-    assert provider.delete_endpoint(staging.endpoint_name) is True
-    assert provider.describe_endpoint(staging.endpoint_name) is None
+    assert provider.hosting.delete(staging.endpoint_name) is True
     leftovers = [
         n
         for what in ("models", "configs", "endpoints")
@@ -614,10 +440,8 @@ def test_delete_removes_endpoint_configs_and_models(
         if n.startswith(staging.endpoint_name)
     ]
     assert leftovers == []
-    # Production is untouched.
-    assert provider.describe_endpoint(production.endpoint_name).status == "InService"
+    # Production's config and model are untouched.
     assert names(sagemaker_client, "configs") == [production.config_name]
-    assert provider.delete_endpoint(staging.endpoint_name) is True  # already gone
 
 
 # -- what the emulator lacks: Stubber -------------------------------------------------------------
@@ -691,23 +515,14 @@ def stub_describe_endpoint(stub: Stubber, status: str, config: str, reason: str 
     stub.add_response("describe_endpoint", body)
 
 
-def stub_status() -> dict:
-    return {
-        "modelPackageGroup": {"name": GROUP, "arn": "arn:group"},
-        "latestVersion": {
-            "version": 1,
-            "arn": VERSION_ARN,
-            "approvalStatus": APPROVED,
-            "metrics": {},
-        },
-        "staging": {
-            "endpointName": naming.endpoint_name(NS, NAME, "staging"),
-            "endpointConfigName": "cfg-1",
-            "targetConfigName": "cfg-2",
-            "version": 1,
-            "targetVersion": 1,
-        },
-    }
+def stub_hint() -> ObserveHint:
+    """Status of a staging endpoint moving from cfg-1 to cfg-2 (so not settled)."""
+    return ObserveHint(
+        group_arn="arn:group",
+        latest=ModelVersion(1, VERSION_ARN, APPROVED),
+        versions=frozenset({1}),
+        staging=RecordedStage(naming.endpoint_name(NS, NAME, "staging")),
+    )
 
 
 @pytest.mark.parametrize("transition", ["Creating", "Updating", "Failed"])
@@ -721,7 +536,7 @@ def test_observe_describes_transitional_and_failed_endpoints(
     reason = "ping health check failed" if transition == "Failed" else ""
     stub_describe_endpoint(stub, transition, "cfg-2", reason)
     with stub:
-        observed = provider.observe(make_spec(), stub_status(), namespace=NS, name=NAME)
+        observed = provider.observe(make_spec(), stub_hint(), namespace=NS, name=NAME)
         stub.assert_no_pending_responses()
     assert observed.staging.status == transition
     assert observed.staging.config_name == "cfg-2"
@@ -729,8 +544,8 @@ def test_observe_describes_transitional_and_failed_endpoints(
     assert observed.production is None
 
 
-def stub_existing_model_and_config(stub: Stubber, action: DeployEndpoint) -> None:
-    model = naming.model_name(action.endpoint_name, action.version_arn)
+def stub_existing_model_and_config(stub: Stubber, action: DeployRequest) -> None:
+    model = naming.model_name(action.endpoint_name, action.version.arn)
     stub.add_response(
         "describe_model",
         {"ModelName": model, "CreationTime": NOW, "ModelArn": f"{ARN}:model/{model}"},
@@ -748,10 +563,9 @@ def stub_existing_model_and_config(stub: Stubber, action: DeployEndpoint) -> Non
     )
 
 
-def updated_action() -> DeployEndpoint:
+def updated_action() -> DeployRequest:
     version = ModelVersion(2, VERSION_ARN[:-1] + "2", APPROVED, image="img", artifact="s3://b/m")
-    action = deploy_action(version)
-    return dataclasses.replace(action, image="img", artifact="s3://b/m", update=True)
+    return deploy_action(version)
 
 
 def test_deploy_updates_an_existing_endpoint(
@@ -768,7 +582,7 @@ def test_deploy_updates_an_existing_endpoint(
         {"EndpointName": action.endpoint_name, "EndpointConfigName": action.config_name},
     )
     with stub:
-        provider.deploy(action)
+        provider.hosting.deploy(action)
         stub.assert_no_pending_responses()
 
 
@@ -784,13 +598,13 @@ def test_deploy_waits_for_or_refuses_a_busy_endpoint(
     stub_existing_model_and_config(stub, action)
     stub_describe_endpoint(stub, state, "cfg-of-version-1", "boom" if state == "Failed" else "")
     with stub, pytest.raises(error, match=f"(?i){state}"):
-        provider.deploy(action)
+        provider.hosting.deploy(action)
 
 
 def test_emulator_lacks_update_endpoint(provider, model_artifact) -> None:
     # Documents why the update path is stubbed: UpdateEndpoint is HTTP 500 in the emulator,
     # which the provider rightly reports as transient. If this starts failing, drop the stub.
     version = registered_approved(provider, model_artifact)
-    provider.deploy(deploy_action(version))
+    provider.hosting.deploy(deploy_action(version))
     with pytest.raises(TransientError, match="UpdateEndpoint"):
-        provider.deploy(deploy_action(version, capture=50))
+        provider.hosting.deploy(deploy_action(version, capture=50))
