@@ -43,7 +43,7 @@ def count_calls(providers: ProviderFactory, spec: dict) -> list[str]:
 
     calls: list[str] = []
     provider = providers.get(parse_spec(spec))
-    provider.sm.meta.events.register(
+    provider.registry.sm.meta.events.register(
         "before-call.sagemaker.*", lambda model, **_: calls.append(model.name)
     )
     return calls
