@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from driver import deploy_action as make_deploy_action
-from driver import recorded
+from providers import deploy_request, recorded
 
 from modeldeploy import naming
 from modeldeploy.preview import preview, preview_file
+from modeldeploy.processes import alive
 from modeldeploy.providers import ProviderFactory
-from modeldeploy.providers.base import TerminalError
+from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.local import LocalProvider
-from modeldeploy.providers.local.endpoints import alive, ping
-from modeldeploy.reconcile.actions import DeployEndpoint
-from modeldeploy.remote import APPROVED, ModelVersion
+from modeldeploy.providers.local.hosting_process import ping
+from modeldeploy.remote import APPROVED, DeployRequest, ModelVersion
 from modeldeploy.spec import parse_spec
 
 NS, NAME, GROUP = "demo", "bc", "breast-cancer"
@@ -46,8 +45,8 @@ def manifest(artifact: str, provider: str, **spec: object) -> dict:
     }
 
 
-def deploy_action(version: ModelVersion, stage: str) -> DeployEndpoint:
-    return make_deploy_action(version, naming.endpoint_name(NS, NAME, stage), stage=stage)
+def deploy_action(version: ModelVersion, stage: str) -> DeployRequest:
+    return deploy_request(version, naming.endpoint_name(NS, NAME, stage), stage=stage)
 
 
 # -- local --------------------------------------------------------------------------------------
@@ -65,13 +64,12 @@ def operator(local_dir: Path) -> Iterator[LocalProvider]:
     """The operator's own (supervising) provider; every server it started is stopped after."""
     provider = LocalProvider(local_dir)
     yield provider
-    for name in provider.endpoints.names(""):
-        provider.delete_endpoint(name)
+    for name in provider.hosting.names(""):
+        provider.hosting.delete(name)
 
 
-def row(provider: LocalProvider, name: str) -> dict:
-    with provider.registry.db() as db:
-        return dict(db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone())
+def row(provider: LocalProvider, name: str):
+    return provider.state.endpoint(name)
 
 
 def wait(condition, what: str, timeout: float = 60) -> None:
@@ -84,11 +82,7 @@ def wait(condition, what: str, timeout: float = 60) -> None:
 
 def snapshot(provider: LocalProvider, local_dir: Path) -> tuple:
     """Every row of every table, the database and WAL files' bytes, and our server processes."""
-    with provider.registry.db() as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = {
-            t: [tuple(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in tables
-        }
+    rows = provider.state.dump()
     files = {
         p.name: p.read_bytes() for p in local_dir.glob("registry.db*") if not p.name.endswith("shm")
     }
@@ -110,21 +104,21 @@ def test_local_preview_reports_what_it_sees_and_changes_nothing(
     tar.write_bytes(model_tar_bytes)
     doc = manifest(f"file://{tar}", "local")
     spec = parse_spec(doc["spec"])
-    operator.ensure_group(spec)
-    version = operator.register_version(spec)
-    operator.set_approval(version.arn, APPROVED, "test")
+    operator.registry.ensure_group(GROUP, None)
+    version = operator.registry.register_version(spec)
+    operator.registry.set_approval(version.arn, APPROVED, "test")
     staging, production = deploy_action(version, "staging"), deploy_action(version, "production")
 
     # Production served, then its process died; the supervisor has not looked since.
-    operator.deploy(production)
-    wait(lambda: operator.describe_endpoint(production.endpoint_name).status == "InService", "it")
-    dead = row(operator, production.endpoint_name)["pid"]
+    operator.hosting.deploy(production)
+    wait(lambda: operator.hosting.describe(production.endpoint_name).status == "InService", "it")
+    dead = row(operator, production.endpoint_name).pid
     os.kill(dead, signal.SIGKILL)
-    wait(lambda: not alive(dead, row(operator, production.endpoint_name)["model"]), "its death")
-    # Staging was just created and answers /ping, but no check has recorded it as InService.
-    operator.deploy(staging)
-    wait(lambda: ping(row(operator, staging.endpoint_name)["port"]), "/ping")
-    assert row(operator, staging.endpoint_name)["status"] == "Creating"
+    wait(lambda: not alive(dead, arg=row(operator, production.endpoint_name).model), "its death")
+    # Staging was just created and answers /ping, but no look has recorded it as InService.
+    operator.hosting.deploy(staging)
+    wait(lambda: ping(row(operator, staging.endpoint_name).port), "/ping")
+    assert row(operator, staging.endpoint_name).status == "Creating"
 
     path = tmp_path / "deploy.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -139,9 +133,9 @@ def test_local_preview_reports_what_it_sees_and_changes_nothing(
     assert f"latest version {version.version} Approved" in out
 
     # The state was one a supervising check acts on: the operator records and restarts.
-    assert operator.describe_endpoint(staging.endpoint_name).status == "InService"
-    assert operator.describe_endpoint(production.endpoint_name).status == "SystemUpdating"
-    assert row(operator, production.endpoint_name)["pid"] != dead
+    assert operator.hosting.describe(staging.endpoint_name).status == "InService"
+    assert operator.hosting.describe(production.endpoint_name).status == "SystemUpdating"
+    assert row(operator, production.endpoint_name).pid != dead
     assert snapshot(operator, local_dir) != before
 
 
@@ -154,7 +148,7 @@ def test_local_preview_before_any_state_creates_none(
     assert not local_dir.exists()
     provider = providers.get(parse_spec(manifest("file:///m.tar.gz", "local")["spec"]))
     with pytest.raises(TerminalError, match="read-only"):
-        provider.ensure_group(parse_spec(manifest("file:///m.tar.gz", "local")["spec"]))
+        provider.registry.ensure_group(GROUP, None)
     assert not local_dir.exists()
 
 
@@ -167,16 +161,16 @@ def test_sagemaker_preview_makes_only_read_calls(
     doc = manifest(model_artifact, "sagemaker", region="us-east-1", roleArn=role_arn)
     spec = parse_spec(doc["spec"])
     operator = ProviderFactory(default="sagemaker").get(spec)
-    operator.ensure_group(spec)
-    version = operator.register_version(spec)
-    operator.set_approval(version.arn, APPROVED, "test")
+    operator.registry.ensure_group(GROUP, None)
+    version = operator.registry.register_version(spec)
+    operator.registry.set_approval(version.arn, APPROVED, "test")
     staging = deploy_action(version, "staging")
-    operator.deploy(staging)
+    operator.hosting.deploy(staging)
 
     providers = ProviderFactory(default="sagemaker", read_only=True)
     provider = providers.get(spec)
     assert provider is not operator
-    with recorded(provider.sm, provider.registry.s3) as calls:
+    with recorded(provider.registry.sm, provider.registry.s3) as calls:
         assert preview(doc, providers) == 0
     assert calls and "ListModelPackages" in calls
     assert [c for c in calls if not READ.match(c)] == []
