@@ -35,20 +35,17 @@ import yaml
 from emulator import free_port
 from kube import kubectl
 from kubernetes import config as k8s_config
+from providers import deploy_request
 
 from modeldeploy.cli import build_parser as cli_parser
-from modeldeploy.providers.base import ProviderError, TerminalError, TransientError
-from modeldeploy.providers.local import LocalProvider
+from modeldeploy.providers.errors import ProviderError, TerminalError, TransientError
+from modeldeploy.providers.local import HOSTING_ENV, LocalProvider
 from modeldeploy.providers.local import fetch as fetch_module
-from modeldeploy.providers.local.endpoints import Endpoints
-from modeldeploy.providers.local.kube_endpoints import (
-    FILE_REFUSED,
-    KubernetesEndpoints,
-    Settings,
-    k8s_name,
-)
-from modeldeploy.providers.local.registry import Registry
-from modeldeploy.reconcile.actions import DeployEndpoint
+from modeldeploy.providers.local.hosting_kubernetes import FILE_REFUSED, KubernetesHosting
+from modeldeploy.providers.local.hosting_process import ProcessHosting
+from modeldeploy.providers.local.kube_render import Settings, k8s_name
+from modeldeploy.providers.local.state import State
+from modeldeploy.remote import DeployRequest
 from modeldeploy.spec import SpecError, parse_spec
 
 pytest_plugins = ["kube"]
@@ -77,9 +74,9 @@ def ns(kubeconfig: Path) -> str:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
+def state(tmp_path: Path) -> State:
     """Three versions as the local provider registers them: two from S3, one from a file."""
-    reg = Registry(tmp_path / "registry.db")
+    reg = State(tmp_path / "registry.db")
     reg.ensure_group("churn", None)
     for n, source in enumerate(
         ["s3://models/churn/1/model.tar.gz", "s3://models/churn/2/model.tar.gz"],
@@ -105,27 +102,33 @@ def registry(tmp_path: Path) -> Registry:
     return reg
 
 
-def artifact(registry: Registry, version: int) -> str:
-    return next(v.artifact for v in registry.versions("churn") if v.version == version)
+def request(
+    state: State, version: int, config: str, *, instance_type: str = "", count: int = 1
+) -> DeployRequest:
+    """What the executor asks for to put `version` of the test group on ENDPOINT."""
+    target = next(v for v in state.versions("churn") if v.version == version)
+    return deploy_request(
+        target, ENDPOINT, config_name=config, instance_type=instance_type, count=count
+    )
 
 
-def digest(registry: Registry, version: int) -> str:
-    return next(v.artifact_digest for v in registry.versions("churn") if v.version == version)
+def digest(state: State, version: int) -> str:
+    return next(v.artifact_digest for v in state.versions("churn") if v.version == version)
 
 
 def make_backend(
-    kubeconfig: Path, registry: Registry, ns: str, *, supervise: bool = True, **settings: Any
-):
+    kubeconfig: Path, state: State, ns: str, *, supervise: bool = True, **settings: Any
+) -> KubernetesHosting:
     api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
     options = {"image": IMAGE, "resources": RESOURCES, "progress_deadline": 120, **settings}
-    return KubernetesEndpoints(
-        registry, settings=Settings(namespace=ns, **options), api=api, supervise=supervise
+    return KubernetesHosting(
+        state, settings=Settings(namespace=ns, **options), api=api, supervise=supervise
     )
 
 
 @pytest.fixture
-def backend(kubeconfig: Path, registry: Registry, ns: str) -> KubernetesEndpoints:
-    return make_backend(kubeconfig, registry, ns)
+def backend(kubeconfig: Path, state: State, ns: str) -> KubernetesHosting:
+    return make_backend(kubeconfig, state, ns)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -220,12 +223,10 @@ def dockerfile_uid() -> int:
 
 
 def test_endpoint_is_a_locked_down_deployment_and_a_service(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     config = f"{ENDPOINT}-c0123456789"
-    backend.deploy(
-        ENDPOINT, config, artifact(registry, 1), instance_type="ml.m5.large", instance_count=2
-    )
+    backend.deploy(request(state, 1, config, instance_type="ml.m5.large", count=2))
     dep, svc = get(kubeconfig, ns, "deployment"), get(kubeconfig, ns, "service")
 
     # Labels and selection: the Service reaches exactly this endpoint's pods.
@@ -255,7 +256,7 @@ def test_endpoint_is_a_locked_down_deployment_and_a_service(
     assert fetch["command"][:3] == ["python", "-m", "modeldeploy.providers.local.fetch"]
     fetch_args = fetch_module.build_parser().parse_args(fetch["command"][3:])
     assert fetch_args.source == "s3://models/churn/1/model.tar.gz"
-    assert fetch_args.sha256 == digest(registry, 1)
+    assert fetch_args.sha256 == digest(state, 1)
 
     # The server serves what the init container wrote, on the port the Service targets.
     server = container(dep, "server")
@@ -291,7 +292,7 @@ def test_endpoint_is_a_locked_down_deployment_and_a_service(
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert endpoint is not None and endpoint.status == "Creating"
     assert endpoint.config_name == config
     assert endpoint.url == f"http://{ENDPOINT}.{ns}.svc:8080/invocations"
@@ -299,9 +300,9 @@ def test_endpoint_is_a_locked_down_deployment_and_a_service(
 
 
 def test_unknown_instance_types_get_the_default_resources(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
-    backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 2), instance_type="ml.c9.huge")
+    backend.deploy(request(state, 2, f"{ENDPOINT}-c1", instance_type="ml.c9.huge"))
     dep = get(kubeconfig, ns, "deployment")
     assert container(dep, "server")["resources"] == RESOURCES["default"]
     assert dep["spec"]["replicas"] == 1
@@ -317,12 +318,12 @@ def test_names_that_start_with_a_digit_become_dns_1035_service_names() -> None:
 def test_hosting_is_chosen_by_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("MODELDEPLOY_LOCAL_HOSTING", raising=False)
-    assert isinstance(LocalProvider(root=tmp_path).endpoints, Endpoints)
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_HOSTING", "pods")
+    monkeypatch.delenv(HOSTING_ENV, raising=False)
+    assert isinstance(LocalProvider(root=tmp_path).hosting, ProcessHosting)
+    monkeypatch.setenv(HOSTING_ENV, "pods")
     with pytest.raises(SpecError, match="expected one of process, kubernetes"):
         LocalProvider(root=tmp_path)
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_HOSTING", "kubernetes")
+    monkeypatch.setenv(HOSTING_ENV, "kubernetes")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(SpecError, match="kubernetes hosting: no in-cluster config"):
         LocalProvider(root=tmp_path)
@@ -332,13 +333,13 @@ def test_hosting_is_chosen_by_the_environment(
 
 
 def test_rollouts_report_sagemaker_statuses(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    backend.deploy(ENDPOINT, first, artifact(registry, 1))
-    assert backend.check(ENDPOINT).status == "Creating"
+    backend.deploy(request(state, 1, first))
+    assert backend.describe(ENDPOINT).status == "Creating"
     controller_says(kubeconfig, ns, done=True)
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
         "InService",
         first,
@@ -347,21 +348,21 @@ def test_rollouts_report_sagemaker_statuses(
 
     # The same config again changes nothing (no new generation, no new rollout).
     generation = get(kubeconfig, ns, "deployment")["metadata"]["generation"]
-    backend.deploy(ENDPOINT, first, artifact(registry, 1))
+    backend.deploy(request(state, 1, first))
     assert get(kubeconfig, ns, "deployment")["metadata"]["generation"] == generation
 
     # An update: the new template rolls while the old config still serves (Updating).
-    backend.deploy(ENDPOINT, second, artifact(registry, 2))
+    backend.deploy(request(state, 2, second))
     dep = get(kubeconfig, ns, "deployment")
     assert config_of(dep) == second
     assert "modeldeploy.dev/previous" in dep["metadata"]["annotations"]
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name) == ("Updating", first)
     with pytest.raises(TransientError, match="Updating"):
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c3", artifact(registry, 1))
+        backend.deploy(request(state, 1, f"{ENDPOINT}-c3"))
 
     controller_says(kubeconfig, ns, done=True)
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
         "InService",
         second,
@@ -374,18 +375,18 @@ def test_rollouts_report_sagemaker_statuses(
 
 
 def test_update_past_its_deadline_rolls_back_and_names_the_failed_config(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    backend.deploy(ENDPOINT, first, artifact(registry, 1))
+    backend.deploy(request(state, 1, first))
     controller_says(kubeconfig, ns, done=True)
-    assert backend.check(ENDPOINT).status == "InService"
+    assert backend.describe(ENDPOINT).status == "InService"
     serving = get(kubeconfig, ns, "deployment")["spec"]["template"]
 
-    backend.deploy(ENDPOINT, second, artifact(registry, 2))
+    backend.deploy(request(state, 2, second))
     failing_pod(kubeconfig, ns, second, "fetch: sha256 mismatch for s3://models/churn/2/x")
     controller_says(kubeconfig, ns, deadline=True, old_ready=1)
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert endpoint.status == "InService"
     assert endpoint.config_name == first
     assert endpoint.failure_reason.startswith(f"update to {second} failed: ")
@@ -398,17 +399,17 @@ def test_update_past_its_deadline_rolls_back_and_names_the_failed_config(
     assert "modeldeploy.dev/previous" not in dep["metadata"]["annotations"]
 
     # The reason lives in the Deployment: an operator restarted now reports the same.
-    restarted = make_backend(kubeconfig, registry, ns)
-    assert restarted.check(ENDPOINT) == endpoint
+    restarted = make_backend(kubeconfig, state, ns)
+    assert restarted.describe(ENDPOINT) == endpoint
     controller_says(kubeconfig, ns, done=True)  # the rollback's own rollout completes
-    assert restarted.check(ENDPOINT) == endpoint
+    assert restarted.describe(ENDPOINT) == endpoint
 
     # A new update starts clean, and its success clears the old failure.
     third = f"{ENDPOINT}-c3"
-    restarted.deploy(ENDPOINT, third, artifact(registry, 2), instance_count=2)
-    assert restarted.check(ENDPOINT).failure_reason == ""
+    restarted.deploy(request(state, 2, third, count=2))
+    assert restarted.describe(ENDPOINT).failure_reason == ""
     controller_says(kubeconfig, ns, done=True)
-    endpoint = restarted.check(ENDPOINT)
+    endpoint = restarted.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
         "InService",
         third,
@@ -417,18 +418,18 @@ def test_update_past_its_deadline_rolls_back_and_names_the_failed_config(
 
 
 def test_new_endpoint_past_its_deadline_fails_and_can_be_deleted(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     config = f"{ENDPOINT}-c1"
-    backend.deploy(ENDPOINT, config, artifact(registry, 1))
+    backend.deploy(request(state, 1, config))
     failing_pod(kubeconfig, ns, config, "fetch: s3://models/churn/1/model.tar.gz: NoSuchKey")
     controller_says(kubeconfig, ns, deadline=True)
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert endpoint.status == "Failed"
     assert "has timed out progressing" in endpoint.failure_reason
     assert "NoSuchKey" in endpoint.failure_reason
     with pytest.raises(ProviderError, match="delete it first") as err:
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c2", artifact(registry, 2))
+        backend.deploy(request(state, 2, f"{ENDPOINT}-c2"))
     assert not isinstance(err.value, TransientError)
 
     assert backend.delete(ENDPOINT) is True
@@ -436,35 +437,35 @@ def test_new_endpoint_past_its_deadline_fails_and_can_be_deleted(
         kubeconfig, "get", "deployments,services", "-n", ns, "-l", SELECTOR, "-o", "name"
     ).stdout
     assert left.strip() == ""
-    assert backend.check(ENDPOINT) is None
+    assert backend.describe(ENDPOINT) is None
     assert backend.delete(ENDPOINT) is True  # idempotent
 
 
 def test_lost_pods_of_a_serving_endpoint_show_as_system_updating(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
-    backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 1))
+    backend.deploy(request(state, 1, f"{ENDPOINT}-c1"))
     controller_says(kubeconfig, ns, done=True)
-    assert backend.check(ENDPOINT).status == "InService"
+    assert backend.describe(ENDPOINT).status == "InService"
     # A node went away: the controller counts no available pod until replacements are ready.
     lost = {"availableReplicas": 0, "readyReplicas": 0}
     patch_status(kubeconfig, ns, "deployment", ENDPOINT, lost)
-    endpoint = backend.check(ENDPOINT)
+    endpoint = backend.describe(ENDPOINT)
     assert endpoint.status == "SystemUpdating" and endpoint.failure_reason.startswith("no ready")
     with pytest.raises(TransientError):
         backend.invoke(ENDPOINT, "1,2,3,4", "text/csv")
 
 
 def test_file_artifacts_are_refused_with_the_reason(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     with pytest.raises(TerminalError) as err:
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 3))
+        backend.deploy(request(state, 3, f"{ENDPOINT}-c1"))
     assert FILE_REFUSED in str(err.value)
     assert "needs s3:// artifacts" in str(err.value)
     assert "file:///home/me/model.tar.gz" in str(err.value)
     # Only s3:// is a source the spec admits: a URL in the registry is not offered to pods.
-    url = registry.register(
+    url = state.register(
         "churn",
         source="https://models.example/churn/4/model.tar.gz",
         artifact=Path("/store/4/model.tar.gz"),
@@ -473,71 +474,71 @@ def test_file_artifacts_are_refused_with_the_reason(
         metrics={},
     )
     with pytest.raises(TerminalError, match="needs s3:// artifacts"):
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", url.artifact)
+        backend.deploy(deploy_request(url, ENDPOINT, config_name=f"{ENDPOINT}-c1"))
     left = kubectl(kubeconfig, "get", "deployments,services", "-n", ns, "-o", "name").stdout
     assert left.strip() == ""
 
 
 def test_a_read_only_check_reports_the_next_state_and_writes_nothing(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    viewer = make_backend(kubeconfig, registry, ns, supervise=False)
-    backend.deploy(ENDPOINT, first, artifact(registry, 1))
+    viewer = make_backend(kubeconfig, state, ns, supervise=False)
+    backend.deploy(request(state, 1, first))
     controller_says(kubeconfig, ns, done=True)
 
     # A finished rollout: reported InService; only a supervising check records it.
     before = get(kubeconfig, ns, "deployment")
-    endpoint = viewer.check(ENDPOINT)
+    endpoint = viewer.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
         "InService",
         first,
         "",
     )
     assert get(kubeconfig, ns, "deployment") == before
-    assert backend.check(ENDPOINT) == endpoint
+    assert backend.describe(ENDPOINT) == endpoint
     recorded = get(kubeconfig, ns, "deployment")
     assert recorded["metadata"]["annotations"]["modeldeploy.dev/in-service-config"] == first
 
     # An update past its deadline: reported rolled back, but the Deployment keeps the new
     # template until a supervising check puts the old one back.
-    backend.deploy(ENDPOINT, second, artifact(registry, 2))
+    backend.deploy(request(state, 2, second))
     failing_pod(kubeconfig, ns, second, "fetch: s3://models/churn/2/model.tar.gz: NoSuchKey")
     controller_says(kubeconfig, ns, deadline=True, old_ready=1)
     before = get(kubeconfig, ns, "deployment")
-    endpoint = viewer.check(ENDPOINT)
+    endpoint = viewer.describe(ENDPOINT)
     assert (endpoint.status, endpoint.config_name) == ("InService", first)
     assert endpoint.failure_reason.startswith(f"update to {second} failed: ")
     assert "NoSuchKey" in endpoint.failure_reason
     assert get(kubeconfig, ns, "deployment") == before
     assert config_of(before) == second
-    assert backend.check(ENDPOINT) == endpoint
+    assert backend.describe(ENDPOINT) == endpoint
     assert config_of(get(kubeconfig, ns, "deployment")) == first
 
     for refused in (
-        lambda: viewer.deploy(ENDPOINT, f"{ENDPOINT}-c3", artifact(registry, 1)),
+        lambda: viewer.deploy(request(state, 1, f"{ENDPOINT}-c3")),
         lambda: viewer.delete(ENDPOINT),
     ):
         with pytest.raises(TerminalError, match="read-only"):
             refused()
-    assert backend.check(ENDPOINT) == endpoint
+    assert backend.describe(ENDPOINT) == endpoint
 
 
 def test_objects_it_did_not_create_are_left_alone(
-    kubeconfig: Path, ns: str, registry: Registry, backend: KubernetesEndpoints
+    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
     kubectl(kubeconfig, "create", "service", "clusterip", ENDPOINT, "--tcp=80:80", "-n", ns)
     with pytest.raises(TerminalError, match="not managed by modeldeploy"):
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 1))
+        backend.deploy(request(state, 1, f"{ENDPOINT}-c1"))
     with pytest.raises(TerminalError, match="not managed by modeldeploy"):
         backend.delete(ENDPOINT)
     assert get(kubeconfig, ns, "service")["spec"]["ports"][0]["port"] == 80
 
 
-def test_missing_namespace_is_named(kubeconfig: Path, registry: Registry) -> None:
-    backend = make_backend(kubeconfig, registry, f"md-absent-{secrets.token_hex(3)}")
+def test_missing_namespace_is_named(kubeconfig: Path, state: State) -> None:
+    backend = make_backend(kubeconfig, state, f"md-absent-{secrets.token_hex(3)}")
     with pytest.raises(TerminalError, match="does not exist"):
-        backend.deploy(ENDPOINT, f"{ENDPOINT}-c1", artifact(registry, 1))
+        backend.deploy(request(state, 1, f"{ENDPOINT}-c1"))
 
 
 # --- the fetch init container -----------------------------------------------------------------
@@ -649,13 +650,13 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     commands, read back from the API server, run here against the same emulated S3."""
     port = free_port()
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_HOSTING", "kubernetes")
+    monkeypatch.setenv(HOSTING_ENV, "kubernetes")
     monkeypatch.setenv("MODELDEPLOY_ENDPOINT_NAMESPACE", ns)
     # The Service's DNS name does not resolve outside a cluster: invoke the server run below.
     monkeypatch.setenv("MODELDEPLOY_ENDPOINT_URL_TEMPLATE", f"http://127.0.0.1:{port}/invocations")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     provider = LocalProvider(root=tmp_path / "local")
-    assert isinstance(provider.endpoints, KubernetesEndpoints)
+    assert isinstance(provider.hosting, KubernetesHosting)
     spec = parse_spec(
         {
             "provider": "local",
@@ -663,21 +664,10 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
             "model": {"artifact": model_artifact},
         }
     )
-    provider.ensure_group(spec)
-    version = provider.register_version(spec)
-    provider.deploy(
-        DeployEndpoint(
-            stage="staging",
-            endpoint_name=ENDPOINT,
-            config_name=f"{ENDPOINT}-c1",
-            model_name="",
-            version=version.version,
-            version_arn=version.arn,
-            image=version.image,
-            artifact=version.artifact,
-            instance_type="ml.m5.large",
-            instance_count=1,
-        )
+    provider.registry.ensure_group("churn", None)
+    version = provider.registry.register_version(spec)
+    provider.hosting.deploy(
+        deploy_request(version, ENDPOINT, instance_type="ml.m5.large", config_name=f"{ENDPOINT}-c1")
     )
     dep = get(kubeconfig, ns, "deployment")
     fetch, server = container(dep, "fetch"), container(dep, "server")
@@ -704,11 +694,11 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ping(port, proc)
-        assert provider.describe_endpoint(ENDPOINT).status == "Creating"
+        assert provider.hosting.describe(ENDPOINT).status == "Creating"
         controller_says(kubeconfig, ns, done=True)
         rows = np.random.default_rng(3).normal(size=(5, 4))
         payload = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
-        result = provider.invoke(ENDPOINT, payload, "text/csv")
+        result = provider.hosting.invoke(ENDPOINT, payload, "text/csv")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -718,4 +708,4 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     expected = booster.predict(xgboost.DMatrix(rows))
     got = np.array([float(x) for x in result.body.decode().split()])
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert provider.delete_endpoint(ENDPOINT) is True
+    assert provider.hosting.delete(ENDPOINT) is True
