@@ -14,11 +14,10 @@ from modeldeploy import __version__, serving
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    if args.default_provider:
-        os.environ["MODELDEPLOY_DEFAULT_PROVIDER"] = args.default_provider
     import kopf
 
-    from modeldeploy import handlers  # noqa: F401  (registers the handlers)
+    from modeldeploy import handlers  # registers the handlers
+    from modeldeploy.providers import ProviderFactory
 
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -30,6 +29,8 @@ def _run(args: argparse.Namespace) -> int:
             clusterwide=not args.namespace,
             namespaces=args.namespace or [],
             liveness_endpoint=args.liveness,
+            # What the handlers use, injected once; `handlers.configure` fills in the rest.
+            memo=handlers.defaults(kopf.Memo(providers=ProviderFactory(args.default_provider))),
         )
     )
     return 0
