@@ -56,15 +56,37 @@ def port_free(port: int) -> bool:
     return True
 
 
-def reap(pid: int) -> None:
-    """Collect a child's exit status; a no-op for processes that are not our children."""
+def reap(pid: int) -> bool:
+    """Collect a child's exit status; True unless it is our child and has not finished exiting.
+
+    A process's first thread turns zombie while its other threads still exit (Go servers), so
+    only the reaping itself says that a child is done."""
     proc = _CHILDREN.get(pid)
     if proc is not None:
-        if proc.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        if proc.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # not ours: its parent collects it
+    return done == pid
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter (R, S, Z, ...), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def _gone(pid: int) -> bool:
+    state = _state(pid)
+    return state is None or (state in ("Z", "X") and reap(pid))
 
 
 def alive(pid: int | None, argv0: str | None = None, *, arg: str | None = None) -> bool:
@@ -72,17 +94,17 @@ def alive(pid: int | None, argv0: str | None = None, *, arg: str | None = None) 
     `argv0`, and `arg` is one of its arguments, when given."""
     if not pid:
         return False
+    state = _state(pid)
+    if state in (None, "Z", "X"):
+        if state:
+            reap(pid)
+        return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    # The state letter follows the parenthesised command name, which may itself hold spaces.
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        reap(pid)
-        return False
     if argv0 is not None and cmdline[0].decode(errors="replace") != argv0:
-        return False
+        return False  # another program under a reused pid (or one exiting: no cmdline left)
     return arg is None or arg.encode() in cmdline
 
 
@@ -94,13 +116,16 @@ def stop(
     grace: float = 10.0,
     kill_wait: float = 5.0,
 ) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds; True once it no longer runs."""
+    """SIGTERM, then SIGKILL after `grace` seconds; True once it has exited and, if it was our
+    child, been reaped."""
+    if not pid or not alive(pid, argv0, arg=arg):
+        return True
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
-        if not alive(pid, argv0, arg=arg):
-            return True
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)  # type: ignore[arg-type]  # alive() is False for None
+            os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and alive(pid, argv0, arg=arg):
+        while time.monotonic() < deadline:
+            if _gone(pid):
+                return True
             time.sleep(0.05)
-    return not alive(pid, argv0, arg=arg)
+    return _gone(pid)
