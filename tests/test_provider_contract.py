@@ -91,7 +91,8 @@ class Harness:
 
 def default_session_events() -> Any:
     """The local store makes its S3 client from boto3's default session when it needs one."""
-    boto3.setup_default_session()
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
     return boto3.DEFAULT_SESSION.events
 
 
@@ -194,6 +195,15 @@ def request_for(version: ModelVersion, stage: str = "staging") -> DeployRequest:
 def deployed(h: Harness, request: DeployRequest) -> Endpoint:
     h.provider.hosting.deploy(request)
     return h.settle(request.endpoint_name, request.config_name)
+
+
+def both_stages(h: Harness, body: bytes) -> tuple[DeployRequest, DeployRequest]:
+    """`body`, registered and approved, serving on both stages."""
+    version = approved(h, body)
+    staging, production = request_for(version), request_for(version, "production")
+    deployed(h, staging)
+    deployed(h, production)
+    return staging, production
 
 
 def tar_of(member: str, data: bytes, *more: str) -> bytes:
@@ -358,10 +368,7 @@ def test_update_and_rollback_move_the_endpoint_between_configs(h: Harness) -> No
 def test_delete_is_idempotent_and_leaves_the_other_stage(
     h: Harness, model_tar_bytes: bytes
 ) -> None:
-    version = approved(h, model_tar_bytes)
-    staging, production = request_for(version), request_for(version, "production")
-    deployed(h, staging)
-    deployed(h, production)
+    staging, production = both_stages(h, model_tar_bytes)
     deadline = time.monotonic() + 60
     while not h.provider.hosting.delete(staging.endpoint_name):  # True once it is gone
         assert time.monotonic() < deadline, "the endpoint was never deleted"
@@ -395,10 +402,7 @@ def test_invoke_returns_the_models_answer_with_its_latency(
 def test_a_steady_observe_reads_within_its_budget_and_changes_nothing(
     h: Harness, model_tar_bytes: bytes
 ) -> None:
-    version = approved(h, model_tar_bytes)
-    staging, production = request_for(version), request_for(version, "production")
-    deployed(h, staging)
-    deployed(h, production)
+    staging, production = both_stages(h, model_tar_bytes)
     # A first look (empty status, e.g. after a restart) may read what it does not know.
     first = h.observe()
     assert first.staging.config_name == staging.config_name
@@ -410,7 +414,7 @@ def test_a_steady_observe_reads_within_its_budget_and_changes_nothing(
     assert sorted(calls) == h.steady_reads
     assert observed.group_arn == first.group_arn
     assert (observed.staging, observed.production) == (first.staging, first.production)
-    assert observed.latest.version == version.version
+    assert observed.latest.version == staging.version.version
     assert observed.latest.approval_status == APPROVED
     assert observed.latest.metrics == {"auc": 0.97}
     assert observed.staging.status == EndpointStatus.IN_SERVICE
