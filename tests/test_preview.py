@@ -45,7 +45,7 @@ def manifest(artifact: str, provider: str, **spec: object) -> dict:
     }
 
 
-def deploy_action(version: ModelVersion, stage: str) -> DeployRequest:
+def request_for(version: ModelVersion, stage: str) -> DeployRequest:
     return deploy_request(version, naming.endpoint_name(NS, NAME, stage), stage=stage)
 
 
@@ -107,7 +107,7 @@ def test_local_preview_reports_what_it_sees_and_changes_nothing(
     operator.registry.ensure_group(GROUP, None)
     version = operator.registry.register_version(spec)
     operator.registry.set_approval(version.arn, APPROVED, "test")
-    staging, production = deploy_action(version, "staging"), deploy_action(version, "production")
+    staging, production = request_for(version, "staging"), request_for(version, "production")
 
     # Production served, then its process died; the supervisor has not looked since.
     operator.hosting.deploy(production)
@@ -164,7 +164,7 @@ def test_sagemaker_preview_makes_only_read_calls(
     operator.registry.ensure_group(GROUP, None)
     version = operator.registry.register_version(spec)
     operator.registry.set_approval(version.arn, APPROVED, "test")
-    staging = deploy_action(version, "staging")
+    staging = request_for(version, "staging")
     operator.hosting.deploy(staging)
 
     providers = ProviderFactory(default="sagemaker", read_only=True)

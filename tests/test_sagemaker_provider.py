@@ -87,7 +87,7 @@ def restarted(provider: SageMakerProvider) -> Callable[[], SageMakerProvider]:
     return make
 
 
-def deploy_action(
+def request_for(
     version: ModelVersion, stage: str = "staging", *, capture: int = 0, dest: str | None = None
 ) -> DeployRequest:
     itype, count = ("ml.m5.large", 1) if stage == "staging" else ("ml.m5.xlarge", 2)
@@ -301,7 +301,7 @@ def test_observe_reads_the_config_while_a_deployment_is_in_flight(
     provider, sagemaker_client, model_artifact
 ) -> None:
     version = registered_approved(provider, model_artifact)
-    action = deploy_action(version)
+    action = request_for(version)
     provider.hosting.deploy(action)
     spec = make_spec()
     steady = steady_hint(provider.observe(spec, NO_HINT, namespace=NS, name=NAME))
@@ -372,7 +372,7 @@ def test_deploy_creates_model_config_and_endpoint(
     provider, sagemaker_client, model_artifact
 ) -> None:
     version = registered_approved(provider, model_artifact)
-    action = deploy_action(version, capture=100)
+    action = request_for(version, capture=100)
     provider.hosting.deploy(action)
 
     model = naming.model_name(action.endpoint_name, version.arn)
@@ -405,12 +405,12 @@ def test_deploy_without_capture_and_with_own_destination(
     provider, sagemaker_client, model_artifact
 ) -> None:
     version = registered_approved(provider, model_artifact)
-    plain = deploy_action(version, "production")
+    plain = request_for(version, "production")
     provider.hosting.deploy(plain)
     config = sagemaker_client.describe_endpoint_config(EndpointConfigName=plain.config_name)
     assert not config.get("DataCaptureConfig")  # the emulator answers {} for none
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.xlarge"
-    captured = deploy_action(version, capture=20, dest="s3://captures/churn")
+    captured = request_for(version, capture=20, dest="s3://captures/churn")
     provider.hosting.deploy(captured)
     config = sagemaker_client.describe_endpoint_config(EndpointConfigName=captured.config_name)
     assert config["DataCaptureConfig"]["DestinationS3Uri"] == "s3://captures/churn"
@@ -421,7 +421,7 @@ def test_delete_removes_endpoint_configs_and_models(
     provider, sagemaker_client, model_artifact
 ) -> None:
     version = registered_approved(provider, model_artifact)
-    staging, production = deploy_action(version), deploy_action(version, "production")
+    staging, production = request_for(version), request_for(version, "production")
     provider.hosting.deploy(staging)
     provider.hosting.deploy(production)
     # A config left from an earlier version of staging goes too.
@@ -563,9 +563,9 @@ def stub_existing_model_and_config(stub: Stubber, action: DeployRequest) -> None
     )
 
 
-def updated_action() -> DeployRequest:
+def updated_request() -> DeployRequest:
     version = ModelVersion(2, VERSION_ARN[:-1] + "2", APPROVED, image="img", artifact="s3://b/m")
-    return deploy_action(version)
+    return request_for(version)
 
 
 def test_deploy_updates_an_existing_endpoint(
@@ -573,7 +573,7 @@ def test_deploy_updates_an_existing_endpoint(
 ) -> None:
     # Stubber: the emulator lacks UpdateEndpoint (it answers HTTP 500; see the next test).
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
-    action = updated_action()
+    action = updated_request()
     stub_existing_model_and_config(stub, action)
     stub_describe_endpoint(stub, "InService", "cfg-of-version-1")
     stub.add_response(
@@ -594,7 +594,7 @@ def test_deploy_waits_for_or_refuses_a_busy_endpoint(
 ) -> None:
     # Stubber: the emulator has no Updating or Failed endpoints.
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
-    action = updated_action()
+    action = updated_request()
     stub_existing_model_and_config(stub, action)
     stub_describe_endpoint(stub, state, "cfg-of-version-1", "boom" if state == "Failed" else "")
     with stub, pytest.raises(error, match=f"(?i){state}"):
@@ -605,6 +605,6 @@ def test_emulator_lacks_update_endpoint(provider, model_artifact) -> None:
     # Documents why the update path is stubbed: UpdateEndpoint is HTTP 500 in the emulator,
     # which the provider rightly reports as transient. If this starts failing, drop the stub.
     version = registered_approved(provider, model_artifact)
-    provider.hosting.deploy(deploy_action(version))
+    provider.hosting.deploy(request_for(version))
     with pytest.raises(TransientError, match="UpdateEndpoint"):
-        provider.hosting.deploy(deploy_action(version, capture=50))
+        provider.hosting.deploy(request_for(version, capture=50))
