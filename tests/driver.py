@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import kopf
 
@@ -86,23 +84,3 @@ class Resource:
     def condition(self, ctype: str) -> tuple[str, str]:
         c = condition(self.status["conditions"], ctype)
         return c["status"], c["reason"]
-
-
-@contextmanager
-def recorded(*clients) -> Iterator[list[str]]:
-    """Names of the API calls the clients make, from botocore's own event hook (no mock)."""
-    calls: list[str] = []
-
-    def hook(model, **_: object) -> None:
-        calls.append(model.name)
-
-    events = []
-    for client in clients:
-        event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.*"
-        client.meta.events.register(event, hook)
-        events.append((client, event))
-    try:
-        yield calls
-    finally:
-        for client, event in events:
-            client.meta.events.unregister(event, hook)

@@ -83,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from modeldeploy.cluster.controlplane import cluster_command
+    from modeldeploy.cluster.command import cluster_command
 
     return cluster_command(args.action, Path(args.state_dir))
 

@@ -1,7 +1,8 @@
 """A local Kubernetes control plane (etcd + kube-apiserver) for tests and `modeldeploy cluster`."""
 
 from .binaries import Binaries, BinariesError, ensure_binaries
-from .controlplane import ControlPlane, ControlPlaneError, cluster_command
+from .command import cluster_command
+from .controlplane import ControlPlane, ControlPlaneError
 from .crds import wait_established
 from .pki import ClusterPKI
 

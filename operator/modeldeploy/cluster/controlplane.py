@@ -11,17 +11,14 @@ they outlive the command that started them; `up` reuses them while they run, `do
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import fcntl
 import json
-import os
 import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,19 +26,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modeldeploy import processes
 from modeldeploy.processes import alive as process_alive
 
-from .binaries import Binaries, BinariesError, ensure_binaries
+from .binaries import Binaries, ensure_binaries
+from .kubeconfig import LOOPBACK, write_kubeconfig
 from .pki import CertPair, ClusterPKI
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # A constant issuer (not the URL with its port) keeps tokens valid when the port changes.
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-CLUSTER_NAME = "modeldeploy-local"
-LOOPBACK = "127.0.0.1"
 STOP_GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
 
@@ -83,16 +77,8 @@ class ControlPlane:
         self._binaries = binaries
         self._detach = detach
         self.pki = ClusterPKI(self.state_dir / "pki")
-
-    # -- paths -------------------------------------------------------------------------------
-
-    @property
-    def kubeconfig_path(self) -> Path:
-        return self.state_dir / "kubeconfig"
-
-    @property
-    def _state_file(self) -> Path:
-        return self.state_dir / "state.json"
+        self.kubeconfig_path = self.state_dir / "kubeconfig"
+        self._state_file = self.state_dir / "state.json"
 
     def _log(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"
@@ -227,7 +213,7 @@ class ControlPlane:
             raise ControlPlaneError("control plane is not up")
         pair = self.pki.mint_user(user, groups)
         path = pair.cert.with_suffix(".kubeconfig")
-        _write_kubeconfig(path, state["apiserver"]["port"], self.pki.ca.cert, pair, user)
+        write_kubeconfig(path, state["apiserver"]["port"], self.pki.ca.cert, pair, user)
         return path
 
     # -- etcd --------------------------------------------------------------------------------
@@ -361,7 +347,7 @@ class ControlPlane:
             return None
 
     def _write_kubeconfig(self, port: int) -> None:
-        _write_kubeconfig(self.kubeconfig_path, port, self.pki.ca.cert, self.pki.admin, "admin")
+        write_kubeconfig(self.kubeconfig_path, port, self.pki.ca.cert, self.pki.admin, "admin")
 
 
 class _ExitedEarly(ControlPlaneError):
@@ -374,93 +360,3 @@ def _opener(ctx: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
     if ctx is not None:
         handlers.append(urllib.request.HTTPSHandler(context=ctx))
     return urllib.request.build_opener(*handlers)
-
-
-def _write_kubeconfig(path: Path, port: int, ca: Path, client: CertPair, user: str) -> None:
-    def b64(p: Path) -> str:
-        return base64.b64encode(p.read_bytes()).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": CLUSTER_NAME,
-                "cluster": {
-                    "server": f"https://{LOOPBACK}:{port}",
-                    "certificate-authority-data": b64(ca),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(client.cert),
-                    "client-key-data": b64(client.key),
-                },
-            }
-        ],
-        "contexts": [
-            {"name": f"{user}@{CLUSTER_NAME}", "context": {"cluster": CLUSTER_NAME, "user": user}}
-        ],
-        "current-context": f"{user}@{CLUSTER_NAME}",
-        "preferences": {},
-    }
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds a private key
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    tmp.replace(path)
-
-
-def cluster_command(action: str, state_dir: Path) -> int:
-    """`modeldeploy cluster up|down|status|kubeconfig|purge`: human output, an exit code."""
-    cp = ControlPlane(state_dir)
-    if action == "up":
-        try:
-            binaries = ensure_binaries()
-            kubeconfig = ControlPlane(state_dir, binaries).up()
-        except (ControlPlaneError, BinariesError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        st = cp.status()
-        api, etcd = st["apiserver"] or {}, st["etcd"] or {}
-        print(f"control plane ready: {api.get('url')}")
-        print(f"  kube-apiserver {api.get('version')} (pid {api.get('pid')})")
-        print(f"  etcd {etcd.get('version')} (pid {etcd.get('pid')})")
-        print(f"  kubectl of the same release: {binaries.kubectl}")
-        print(f"  logs: {cp.state_dir}")
-        print(f"export KUBECONFIG={kubeconfig}")
-        return 0
-    if action in ("down", "purge"):
-        was = cp.down(purge=action == "purge")
-        print("control plane stopped" if was else "control plane was not running")
-        if action == "purge":
-            print(f"removed {cp.state_dir}")
-        return 0
-    if action == "status":
-        st = cp.status()
-        for name in ("etcd", "apiserver"):
-            entry = st[name]
-            if entry is None:
-                print(f"{name}: not running")
-                continue
-            health = "running" if entry["alive"] else "stopped"
-            if name == "apiserver" and entry["alive"]:
-                health += ", ready" if entry["ready"] else ", not ready"
-            version = f" {entry['version']}" if entry.get("version") else ""
-            print(f"{name}:{version} {health} (pid {entry['pid']}, {entry['url']})")
-        print(f"kubeconfig: {st['kubeconfig']}")
-        return 0 if st["ready"] else 1
-    if action == "kubeconfig":
-        if not cp.kubeconfig_path.is_file():
-            print("no kubeconfig: run `modeldeploy cluster up`", file=sys.stderr)
-            return 1
-        print(cp.kubeconfig_path)
-        return 0
-    print(
-        f"unknown action {action!r}: expected up, down, status, kubeconfig or purge",
-        file=sys.stderr,
-    )
-    return 2
