@@ -351,6 +351,19 @@ def test_deploy_is_idempotent_across_restarts(h: Harness, model_tar_bytes: bytes
     assert restarted.hosting.describe(request.endpoint_name) == endpoint
 
 
+def test_a_deploy_asked_again_before_it_settles_changes_nothing(
+    h: Harness, model_tar_bytes: bytes
+) -> None:
+    # An operator that restarts between its deploy call and writing status asks again while
+    # the endpoint is still being created: that is not an error, and creates nothing twice.
+    request = request_for(approved(h, model_tar_bytes))
+    h.provider.hosting.deploy(request)
+    with h.calls([h.provider]) as calls:
+        h.provider.hosting.deploy(request)
+    assert [c for c in calls if h.is_write(c)] == []
+    deployed(h, request)
+
+
 def test_update_and_rollback_move_the_endpoint_between_configs(h: Harness) -> None:
     if h.name == "sagemaker":
         pytest.skip(

@@ -112,12 +112,13 @@ class ProcessHosting:
             )
             self.state.add_endpoint(record)
             return
-        if EndpointStatus.is_transitional(row.status):
-            raise TransientError(f"endpoint {name} is {row.status}")
         if row.status == EndpointStatus.FAILED:
             raise TerminalError(f"endpoint {name} is Failed: delete it first")
-        if row.config == config:
-            return
+        asked = row.pending_config if row.status == EndpointStatus.UPDATING else row.config
+        if asked == config:
+            return  # already asked for (before a restart), as SageMaker hosting treats it
+        if EndpointStatus.is_transitional(row.status):
+            raise TransientError(f"endpoint {name} is {row.status}")
         port = processes.free_port()
         pid = self._spawn(name, config, model, port)
         self.state.update_endpoint(

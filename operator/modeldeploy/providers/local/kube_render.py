@@ -141,18 +141,8 @@ def _container(settings: Settings, name: str, command: list[str], resources: dic
     }
 
 
-def pod_template(
-    settings: Settings,
-    kname: str,
-    config: str,
-    *,
-    source: str,
-    digest: str,
-    instance_type: str,
-    workers: int,
-) -> dict:
-    """Fetch the artifact at `source` (checked against `digest`), then serve it."""
-    resources = settings.resources_for(instance_type)
+def _fetch_container(settings: Settings, resources: dict, source: str, digest: str) -> dict:
+    """The init container: download the artifact and check its digest, or fail the pod."""
     fetch = _container(
         settings,
         "fetch",
@@ -167,6 +157,10 @@ def pod_template(
         {"name": "models", "mountPath": "/models"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    return fetch
+
+
+def _server_container(settings: Settings, resources: dict, workers: int) -> dict:
     server = _container(
         settings,
         "server",
@@ -188,6 +182,21 @@ def pod_template(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     )
+    return server
+
+
+def pod_template(
+    settings: Settings,
+    kname: str,
+    config: str,
+    *,
+    source: str,
+    digest: str,
+    instance_type: str,
+    workers: int,
+) -> dict:
+    """Fetch the artifact at `source` (checked against `digest`), then serve it."""
+    resources = settings.resources_for(instance_type)
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the server never calls the API
         "enableServiceLinks": False,
@@ -198,8 +207,8 @@ def pod_template(
             "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [fetch],
-        "containers": [server],
+        "initContainers": [_fetch_container(settings, resources, source, digest)],
+        "containers": [_server_container(settings, resources, workers)],
         "volumes": [
             {"name": "models", "emptyDir": {"sizeLimit": "2560Mi"}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},

@@ -205,39 +205,8 @@ class SageMakerRegistry:
         if existing:
             return existing
 
-        if isinstance(model.metrics, str):
-            if not model.metrics.startswith("s3://"):
-                raise TerminalError("spec.model.metrics must be an s3:// URI or an inline map")
-            metrics = self.read_metrics(model.metrics)
-        else:
-            metrics = dict(model.metrics or {})
-        props = {DIGEST_KEY: digest, WRITER_KEY: info.version_str}
-        if framework:
-            props[FRAMEWORK_KEY] = framework
-        for metric in sorted(metrics)[:MAX_METRICS]:
-            props[_metadata_key(metric)] = repr(float(metrics[metric]))
-        instance_types = sorted({spec.staging.instanceType, spec.production.instanceType})
-        kwargs: dict[str, Any] = {
-            "ModelPackageGroupName": group,
-            "ModelPackageDescription": f"{model.artifact} (sha256 {digest[:12]})",
-            "InferenceSpecification": {
-                "Containers": [{"Image": image, "ModelDataUrl": model.artifact}],
-                "SupportedContentTypes": CONTENT_TYPES,
-                "SupportedResponseMIMETypes": RESPONSE_TYPES,
-                "SupportedRealtimeInferenceInstanceTypes": instance_types,
-            },
-            # Explicit: SageMaker's default depends on the API caller; never leave it implicit.
-            "ModelApprovalStatus": PENDING,
-            # SageMaker's own idempotency: a retried create with this token returns the same ARN.
-            "ClientToken": "md-" + hashlib.sha256(f"{digest}|{image}".encode()).hexdigest()[:32],
-            "CustomerMetadataProperties": props,
-        }
-        if isinstance(model.metrics, str):
-            kwargs["ModelMetrics"] = {
-                "ModelQuality": {
-                    "Statistics": {"ContentType": "application/json", "S3Uri": model.metrics}
-                }
-            }
+        metrics = self._metrics(model.metrics)
+        kwargs = _create_request(spec, digest, image, info.version_str, framework, metrics)
         with aws(f"CreateModelPackage in {group}"):
             arn = self.sm.create_model_package(**kwargs)["ModelPackageArn"]
         return ModelVersion(
@@ -249,6 +218,13 @@ class SageMakerRegistry:
             metrics=metrics,
             artifact_digest=digest,
         )
+
+    def _metrics(self, metrics: str | dict[str, float] | None) -> dict[str, float]:
+        if not isinstance(metrics, str):
+            return dict(metrics or {})
+        if not metrics.startswith("s3://"):
+            raise TerminalError("spec.model.metrics must be an s3:// URI or an inline map")
+        return self.read_metrics(metrics)
 
     def set_approval(self, version_arn: str, status: str, description: str) -> None:
         desc = self.describe(version_arn)
@@ -265,3 +241,44 @@ class SageMakerRegistry:
             kwargs["CustomerMetadataProperties"] = desc["CustomerMetadataProperties"]
         with aws(f"UpdateModelPackage {version_arn}"):
             self.sm.update_model_package(**kwargs)
+
+
+def _create_request(
+    spec: ModelDeploymentSpec,
+    digest: str,
+    image: str,
+    writer: str,
+    framework: str,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """CreateModelPackage's arguments for spec.model, checked and digested."""
+    model = spec.model
+    assert model is not None
+    props = {DIGEST_KEY: digest, WRITER_KEY: writer}
+    if framework:
+        props[FRAMEWORK_KEY] = framework
+    for metric in sorted(metrics)[:MAX_METRICS]:
+        props[_metadata_key(metric)] = repr(float(metrics[metric]))
+    instance_types = sorted({spec.staging.instanceType, spec.production.instanceType})
+    kwargs: dict[str, Any] = {
+        "ModelPackageGroupName": spec.modelPackageGroup.name,
+        "ModelPackageDescription": f"{model.artifact} (sha256 {digest[:12]})",
+        "InferenceSpecification": {
+            "Containers": [{"Image": image, "ModelDataUrl": model.artifact}],
+            "SupportedContentTypes": CONTENT_TYPES,
+            "SupportedResponseMIMETypes": RESPONSE_TYPES,
+            "SupportedRealtimeInferenceInstanceTypes": instance_types,
+        },
+        # Explicit: SageMaker's default depends on the API caller; never leave it implicit.
+        "ModelApprovalStatus": PENDING,
+        # SageMaker's own idempotency: a retried create with this token returns the same ARN.
+        "ClientToken": "md-" + hashlib.sha256(f"{digest}|{image}".encode()).hexdigest()[:32],
+        "CustomerMetadataProperties": props,
+    }
+    if isinstance(model.metrics, str):
+        kwargs["ModelMetrics"] = {
+            "ModelQuality": {
+                "Statistics": {"ContentType": "application/json", "S3Uri": model.metrics}
+            }
+        }
+    return kwargs
