@@ -62,7 +62,7 @@ class Verdict:
     failure that stalls it (kept in status.stalled so it is not retried until the spec
     changes)."""
 
-    phase: Phase | str | None
+    phase: Phase | None
     message: str
     conditions: Conditions = field(default_factory=Conditions)
     requeue_after: float = 600.0
