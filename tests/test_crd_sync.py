@@ -354,7 +354,7 @@ def _cel_references(root: dict | None = None) -> list[tuple[str, dict, str]]:
 def _cel_visible(node: dict, dotted: str) -> bool:
     """CEL sees declared, typed fields only: not typeless preserve-unknown-fields nodes."""
     for part in dotted.strip(".").split("."):
-        if part in ("startsWith", "endsWith", "matches", "size", "contains"):
+        if part in ("startsWith", "endsWith", "matches", "size", "contains", "all", "exists"):
             return True  # a method call on the value reached so far
         node = node.get("properties", {}).get(part)
         if node is None or "type" not in node:

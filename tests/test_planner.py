@@ -598,3 +598,58 @@ def test_remote_changes_made_by_others_are_events():
         spec(), approved_elsewhere.status, Observed(GROUP_ARN, (version(2), version(1))), ctx()
     )
     assert "NewVersion" in [e.reason for e in newer.events]
+
+
+def test_a_rejection_in_the_spec_is_recorded_in_the_registry_with_its_reason():
+    rejected = {"approvedVersion": 1, "rejectedVersions": [{"version": 2, "reason": "drift"}]}
+    s = spec(approval=rejected)
+    observed = Observed(GROUP_ARN, (version(2), version(1)))
+    p = plan(s, {}, observed, ctx())
+    assert p.actions == [
+        SetApproval(
+            2,
+            version(2).arn,
+            "Rejected",
+            "drift (spec.approval.rejectedVersions of ModelDeployment ml/churn)",
+        )
+    ]
+    assert cond(p, "Approved") == ("False", "Approving")
+    # Once the registry says Rejected, nothing more is asked, and staging serves version 1.
+    done = Observed(GROUP_ARN, (version(2, "Rejected"), version(1)))
+    p = plan(s, p.status, done, ctx())
+    assert not [a for a in p.actions if isinstance(a, SetApproval)]
+    deploy = next(a for a in p.actions if isinstance(a, DeployEndpoint))
+    assert (deploy.stage, deploy.version) == ("staging", 1)
+
+
+def test_a_rejection_applies_under_automatic_approval_too():
+    s = spec(
+        approval={
+            "policy": "Automatic",
+            "rules": [{"metric": "auc", "min": 0.5}],
+            "rejectedVersions": [{"version": 1, "reason": "leaked labels"}],
+        }
+    )
+    p = plan(s, {}, Observed(GROUP_ARN, (version(1, auc=0.99),)), ctx())
+    assert [(a.version, a.status) for a in p.actions] == [(1, "Rejected")]
+
+
+def test_status_lists_the_newest_versions_and_keeps_metrics_seen_once():
+    first = plan(spec(), {}, Observed(GROUP_ARN, (version(1, auc=0.9),)), ctx())
+    assert first.status["versions"] == [
+        {"version": 1, "approvalStatus": "Approved", "metrics": {"auc": 0.9}}
+    ]
+    # A provider that lists versions without metrics (SageMaker) does not lose what was seen.
+    listed = tuple(
+        version(n, "PendingManualApproval" if n == 12 else "Approved") for n in range(12, 0, -1)
+    )
+    later = plan(spec(), first.status, Observed(GROUP_ARN, listed), ctx())
+    shown = later.status["versions"]
+    assert [v["version"] for v in shown] == list(range(12, 2, -1))  # the newest ten
+    assert shown[0]["approvalStatus"] == "PendingManualApproval"
+    first_again = plan(spec(), first.status, Observed(GROUP_ARN, (version(2), version(1))), ctx())
+    assert first_again.status["versions"][1] == {
+        "version": 1,
+        "approvalStatus": "Approved",
+        "metrics": {"auc": 0.9},
+    }

@@ -66,15 +66,33 @@ class ApprovalRule(_Model):
         return self
 
 
+class Rejection(_Model):
+    version: Annotated[int, Field(ge=1)]
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class ApprovalSpec(_Model):
     policy: Policy = "Manual"
     rules: Annotated[list[ApprovalRule], Field(max_length=32)] = []
     approvedVersion: Annotated[int | None, Field(ge=1)] = None
+    rejectedVersions: Annotated[list[Rejection], Field(max_length=50)] = []
 
     @model_validator(mode="after")
     def _rules_for_automatic(self) -> ApprovalSpec:
         if self.policy == "Automatic" and not self.rules:
             raise ValueError("spec.approval: policy Automatic needs at least one rule")
+        return self
+
+    @model_validator(mode="after")
+    def _one_decision_per_version(self) -> ApprovalSpec:
+        rejected = [r.version for r in self.rejectedVersions]
+        if len(set(rejected)) != len(rejected):
+            raise ValueError("spec.approval.rejectedVersions: a version is listed twice")
+        if self.approvedVersion in rejected:
+            raise ValueError(
+                f"spec.approval: version {self.approvedVersion} is both approvedVersion and in "
+                "rejectedVersions"
+            )
         return self
 
 

@@ -69,6 +69,15 @@ class LatestVersionStatus(_Status):
         )
 
 
+class VersionStatus(_Status):
+    version: int = Field(description="Version number in the group.")
+    approvalStatus: str = Field(description="Registry approval status, verbatim.")
+    approvalDescription: str | None = Field(None, description="Registry approval description.")
+    metrics: dict[str, float] | None = Field(
+        None, description="Metrics, for versions that were once the newest."
+    )
+
+
 class SmokeTestStatus(_Status):
     passed: bool = Field(description="Whether it passed.")
     latencyMs: float | None = Field(None, description="Round-trip latency of the request.")
@@ -130,6 +139,7 @@ class ModelDeploymentStatus(_Status):
     modelPackageGroup: GroupStatus | None = None
     registration: RegistrationStatus | None = None
     latestVersion: LatestVersionStatus | None = None
+    versions: list[VersionStatus] | None = None
     staging: StagingStatus | None = None
     production: ProductionStatus | None = None
     stalled: StallStatus | None = None
@@ -147,7 +157,9 @@ class ModelDeploymentStatus(_Status):
     def observe_hint(self, spec: ModelDeploymentSpec) -> ObserveHint:
         """What this status tells a provider's observe (only what is about the spec's group)."""
         group = spec.modelPackageGroup.name
-        wanted = {spec.approval.approvedVersion, spec.production.promotedVersion}
+        approval = spec.approval
+        wanted = {approval.approvedVersion, spec.production.promotedVersion}
+        wanted |= {r.version for r in approval.rejectedVersions}
         same_group = self.modelPackageGroup is not None and self.modelPackageGroup.name == group
         if not same_group:
             return ObserveHint(versions=frozenset(v for v in wanted if v is not None))

@@ -40,13 +40,26 @@ def newest_approved(observed: Observed) -> ModelVersion | None:
     return max(approved, key=lambda v: v.version) if approved else None
 
 
+def _rejections(s: PassState, by: str) -> list[SetApproval]:
+    """Versions spec.approval.rejectedVersions names that the registry does not show Rejected
+    yet: whatever the policy, a person's rejection is recorded with its reason."""
+    out = []
+    for rejection in s.spec.approval.rejectedVersions:
+        version = s.version(rejection.version)
+        if version is not None and version.approval_status != REJECTED:
+            reason = f"{rejection.reason} (spec.approval.rejectedVersions of {by})"
+            out.append(SetApproval(version.version, version.arn, REJECTED, reason))
+    return out
+
+
 def decide_approval(s: PassState) -> Verdict | None:
     """Approve what spec.approval asks for; otherwise record where the newest version stands."""
     latest = s.observed.latest
     assert latest is not None  # record_latest ran
     approval, group = s.spec.approval, s.spec.modelPackageGroup.name
+    by = f"ModelDeployment {s.ctx.namespace}/{s.ctx.name}"
     gate = ""
-    decisions: list[SetApproval] = []
+    decisions = _rejections(s, by)
     if approval.policy == "Manual" and approval.approvedVersion is not None:
         wanted = s.version(approval.approvedVersion)
         if wanted is None:
@@ -55,7 +68,6 @@ def decide_approval(s: PassState) -> Verdict | None:
                 f"(latest is {latest.version})"
             )
         elif wanted.approval_status != APPROVED:
-            by = f"ModelDeployment {s.ctx.namespace}/{s.ctx.name}"
             decisions.append(
                 SetApproval(
                     wanted.version,

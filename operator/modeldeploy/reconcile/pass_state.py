@@ -53,6 +53,7 @@ class PassState:
             ),
             registration=old.registration,
             latestVersion=old.latestVersion,
+            versions=old.versions,
             staging=old.staging,
             production=old.production,
         )

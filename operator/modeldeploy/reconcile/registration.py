@@ -6,7 +6,9 @@ from modeldeploy.reconcile.actions import EnsureGroup, RegisterVersion
 from modeldeploy.reconcile.pass_state import PassState
 from modeldeploy.reconcile.reasons import Phase, Reason
 from modeldeploy.reconcile.types import Event, Verdict
-from modeldeploy.status import LatestVersionStatus
+from modeldeploy.status import LatestVersionStatus, VersionStatus
+
+SHOWN_VERSIONS = 10  # status.versions: what `kubectl modeldeploy get` lists
 
 
 def _registering(s: PassState, reason: Reason, message: str) -> Verdict:
@@ -53,6 +55,7 @@ def record_latest(s: PassState) -> Verdict | None:
         s.conds.not_ready(Reason.NO_MODEL_VERSION, message)
         return Verdict(Phase.REGISTERING, message, s.conds, s.timing.resync)
     s.new.latestVersion = LatestVersionStatus.of(latest)
+    s.new.versions = _versions(s)
     s.conds.set("Registered", True, Reason.REGISTERED, f"version {latest.version} is registered")
     seen = s.old.latestVersion
     if seen and seen.version != latest.version:
@@ -63,3 +66,18 @@ def record_latest(s: PassState) -> Verdict | None:
         text = f"version {latest.version} is now {latest.approval_status}"
         s.events.append(Event("Normal", Reason.APPROVAL_CHANGED, text))
     return None
+
+
+def _versions(s: PassState) -> list[VersionStatus]:
+    """The newest versions with their approval. A provider may read metrics of the newest
+    version only (SageMaker lists versions without them), so metrics seen once are kept."""
+    seen = {v.version: v.metrics for v in s.old.versions or []}
+    return [
+        VersionStatus.model_construct(
+            version=v.version,
+            approvalStatus=v.approval_status,
+            approvalDescription=v.approval_description or None,
+            metrics=dict(v.metrics) if v.metrics else seen.get(v.version),
+        )
+        for v in s.observed.versions[:SHOWN_VERSIONS]
+    ]
