@@ -20,6 +20,8 @@ bin="$out/bin"
 binaries=(kube-apiserver kubectl etcd)
 
 log() { echo "build-controlplane: $*" >&2; }
+# shellcheck source=lib/progress.sh
+source "$root/hack/lib/progress.sh"
 
 have_all() {
     local b
@@ -75,12 +77,12 @@ log "$(go env GOVERSION): kubernetes $k8s_version, etcd $etcd_version -> $bin"
 t_all=$SECONDS
 
 t=$SECONDS
-go mod download
+with_progress "build-controlplane: downloading modules" go mod download
 log "modules downloaded in $((SECONDS - t))s"
 
 build() { # name, ldflags, package
     local t=$SECONDS
-    go build -trimpath -ldflags "$2" -o "$tmp/$1" "$3"
+    with_progress "build-controlplane: building $1" go build -trimpath -ldflags "$2" -o "$tmp/$1" "$3"
     log "$1 built in $((SECONDS - t))s"
 }
 build kube-apiserver "$k8s_ldflags" k8s.io/kubernetes/cmd/kube-apiserver

@@ -17,6 +17,8 @@ mod_dir="$root/hack/helm"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
 
 log() { echo "build-helm: $*" >&2; }
+# shellcheck source=lib/progress.sh
+source "$root/hack/lib/progress.sh"
 
 # The version is read from go.mod text (not `go list`) so that --print-path and the up-to-date
 # check need neither Go nor the module cache.
@@ -67,7 +69,7 @@ log "$(go env GOVERSION): helm $helm_version (client-go $client_go) -> $bin"
 t=$SECONDS
 tmp="$out/helm.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
-go build -trimpath -ldflags "$ldflags" -o "$tmp" helm.sh/helm/v3/cmd/helm
+with_progress "build-helm: building helm" go build -trimpath -ldflags "$ldflags" -o "$tmp" helm.sh/helm/v3/cmd/helm
 mv "$tmp" "$bin"
 log "built in $((SECONDS - t))s"
 for old in "$(dirname "$out")"/*/; do
