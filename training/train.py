@@ -3,8 +3,11 @@ bundled breast-cancer data, packaged for SageMaker's first-party XGBoost contain
 
 Writes into the output directory:
 - model.tar.gz     exactly one member, `xgboost-model`, in xgboost's native UBJ format
-- evaluation.json  held-out metrics in SageMaker's model-quality form
+- evaluation.json  held-out metrics in SageMaker's model-quality form, with that form's confusion
+                   matrix, ROC and precision-recall curves
 - heldout.csv      the held-out rows, label first, no header (payloads for smoke tests)
+- report.html      and its PNGs (ROC, precision-recall, confusion matrix, calibration, feature
+                   importance) when the `report` extra (matplotlib) is installed
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ from modeldeploy.artifacts.compat import (
     framework_version_for,
     rewrite_for_image,
 )
-from modeldeploy.artifacts.metrics import evaluation_document
+from modeldeploy.artifacts.metrics import SECTION, evaluation_document
 from modeldeploy.artifacts.package import MODEL_MEMBER, read_model_member, write_model_tar
+from modeldeploy.report.evaluation import curve_entries, evaluation_from_json
+from modeldeploy.training import report
 
 HELDOUT_FRACTION = 0.25
+# The score at or above which a row is called class 1: the metrics, the confusion matrix and the
+# report's operating points are all at this threshold.
+THRESHOLD = 0.5
 N_ROUNDS = 100
 PARAMS: dict[str, Any] = {
     "n_estimators": N_ROUNDS,
@@ -54,6 +62,8 @@ class TrainResult:
     framework_version: str
     xgboost_version: str
     heldout: Path | None = None
+    report: Path | None = None  # report.html, when the `report` extra is installed
+    report_skipped: str = ""  # why there is no report
     # The in-memory model, so that callers (and tests) can compare it with the artifact.
     model: xgboost.XGBClassifier | None = field(default=None, repr=False, compare=False)
 
@@ -84,8 +94,8 @@ class _Progress(xgboost.callback.TrainingCallback):
 
 
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Held-out metrics at the 0.5 threshold (positive class 1 = benign in this dataset)."""
-    pred = (proba >= 0.5).astype(int)
+    """Held-out metrics at THRESHOLD (positive class 1 = benign in this dataset)."""
+    pred = (proba >= THRESHOLD).astype(int)
     return {
         "auc": float(roc_auc_score(y_true, proba)),
         "accuracy": float(accuracy_score(y_true, pred)),
@@ -135,7 +145,8 @@ def train(
             f"modeldeploy train writes models for {', '.join(REWRITE_TARGETS)}"
         )
 
-    X, y = load_breast_cancer(return_X_y=True)
+    data = load_breast_cancer()
+    X, y = data.data, data.target
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=HELDOUT_FRACTION, stratify=y, random_state=seed
     )
@@ -157,9 +168,34 @@ def train(
     _verify(model_tar, X_test, proba)
 
     evaluation = output / "evaluation.json"
-    evaluation.write_text(json.dumps(evaluation_document(metrics), indent=2) + "\n")
+    document = evaluation_document(metrics)
+    document[SECTION].update(curve_entries(y_test, proba, THRESHOLD))
+    evaluation.write_text(json.dumps(document, indent=2) + "\n")
     heldout = output / "heldout.csv"
     _write_heldout(heldout, X_test, y_test)
+
+    report_path, skipped = None, report.MISSING_EXTRA
+    if report.available():
+        facts = [
+            (
+                "data",
+                f"scikit-learn's breast-cancer set, {len(y_test)} held-out rows "
+                f"({HELDOUT_FRACTION:.0%}, stratified, seed {seed})",
+            ),
+            ("model", f"XGBClassifier, {N_ROUNDS} rounds, max_depth {PARAMS['max_depth']}"),
+            ("written by", f"xgboost {xgboost.__version__}, for frameworkVersion {target}"),
+            ("artifact", model_tar.name),
+        ]
+        report_path = report.write_training_report(
+            output,
+            # Drawn from the file just written: what is registered is what is pictured.
+            evaluation_from_json(evaluation.read_bytes()),
+            report.HeldOut(y_test, proba, THRESHOLD, tuple(data.target_names)),
+            model.get_booster(),
+            tuple(data.feature_names),
+            facts,
+        )
+        skipped = ""
     return TrainResult(
         model_tar=model_tar,
         evaluation=evaluation,
@@ -167,6 +203,8 @@ def train(
         framework_version=target,
         xgboost_version=xgboost.__version__,
         heldout=heldout,
+        report=report_path,
+        report_skipped=skipped,
         model=model,
     )
 

@@ -3,6 +3,9 @@
 Accepted inputs: a flat map `{"auc": 0.97}`, or SageMaker's model-quality JSON (what
 `ModelMetrics.ModelQuality.Statistics` points at), whose sections end in `_metrics`:
 `{"binary_classification_metrics": {"auc": {"value": 0.97, "standard_deviation": "NaN"}}}`.
+That layout also holds entries that are not one number (the confusion matrix, the ROC and
+precision-recall curves: `CURVE_ENTRIES`); they are skipped here, where metrics are what approval
+rules compare, and read by `modeldeploy.report.evaluation`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ from typing import Any
 SECTION = "binary_classification_metrics"
 # The largest evaluation file a provider reads.
 MAX_METRICS_FILE = 1 << 20
+# The entries of SageMaker's binary classification layout that hold a structure, not a value
+# (see SageMaker Model Monitor's "Model quality metrics" page).
+CONFUSION_MATRIX = "confusion_matrix"
+ROC_CURVE = "receiver_operating_characteristic_curve"
+PR_CURVE = "precision_recall_curve"
+CURVE_ENTRIES = frozenset({CONFUSION_MATRIX, ROC_CURVE, PR_CURVE})
 
 
 def _number(name: str, value: Any) -> float:
@@ -38,6 +47,8 @@ def parse_metrics(doc: dict) -> dict[str, float]:
         if not isinstance(body, dict):
             raise ValueError(f"metrics section {section!r} must be an object")
         for name, entry in body.items():
+            if name in CURVE_ENTRIES and isinstance(entry, dict) and "value" not in entry:
+                continue  # curve data for reports, not a metric a rule can compare
             if not isinstance(entry, dict) or "value" not in entry:
                 raise ValueError(f"metric {section}.{name} must be an object with a 'value'")
             if name in out:
