@@ -4,12 +4,11 @@ The ROC and precision-recall curves and the confusion matrix are drawn from the 
 just written (what gets registered with the version), so these pictures are the ones
 `modeldeploy report` redraws later from the registry; calibration and feature importance need
 the held-out scores and the model, which only training has. Needs the `report` extra
-(matplotlib); `available()` says whether it is installed.
+(matplotlib); `modeldeploy.report.available()` says whether it is installed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,6 @@ TOP_FEATURES = 15
 # Total gain: how much the splits on a feature reduced the loss. "weight" (split counts) favours
 # features with many distinct values; gain is what xgboost's own docs recommend reading.
 IMPORTANCE = "gain"
-MISSING_EXTRA = "matplotlib is not installed: pip install 'modeldeploy[report]' for report.html"
-
-
-def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
-
-
 @dataclass(frozen=True)
 class HeldOut:
     """The held-out rows' labels and the model's scores for class 1."""

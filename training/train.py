@@ -35,6 +35,8 @@ from modeldeploy.artifacts.compat import (
 )
 from modeldeploy.artifacts.metrics import SECTION, evaluation_document
 from modeldeploy.artifacts.package import MODEL_MEMBER, read_model_member, write_model_tar
+from modeldeploy.report import MISSING_EXTRA
+from modeldeploy.report import available as can_draw
 from modeldeploy.report.evaluation import curve_entries, evaluation_from_json
 from modeldeploy.training import report
 
@@ -174,8 +176,8 @@ def train(
     heldout = output / "heldout.csv"
     _write_heldout(heldout, X_test, y_test)
 
-    report_path, skipped = None, report.MISSING_EXTRA
-    if report.available():
+    report_path, skipped = None, MISSING_EXTRA
+    if can_draw():
         facts = [
             (
                 "data",

@@ -51,6 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"held-out:        {metrics}")
     print(f"written by:      xgboost {result.xgboost_version}")
     print(f"serve it with:   frameworkVersion {result.framework_version}")
+    print(f"report:          {result.report or 'skipped: ' + result.report_skipped}")
     return 0
 
 
@@ -75,6 +76,21 @@ def _plan(args: argparse.Namespace) -> int:
     from modeldeploy.preview import preview_file
 
     return preview_file(Path(args.file), default_provider=args.default_provider)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from modeldeploy.report.compare import compare_group, summary
+
+    comparison = compare_group(
+        args.group,
+        versions=args.versions,
+        output=Path(args.output) if args.output else None,
+        provider=args.provider,
+        region=args.region,
+    )
+    print("\n".join(summary(comparison)))
+    print(comparison.report)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -128,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-f", "--file", required=True, help="ModelDeployment YAML file")
     plan.add_argument("--default-provider", choices=["sagemaker", "local"])
     plan.set_defaults(func=_plan)
+
+    report = sub.add_parser(
+        "report", help="compare a group's versions: metrics and ROC/PR curves in report.html"
+    )
+    report.add_argument("--group", required=True, help="model package group name")
+    report.add_argument(
+        "--versions",
+        help="A,B: compare these versions (default: the newest against what production "
+        "serves, or else the version before it)",
+    )
+    report.add_argument("--output", "-o", help="directory to write into (default: reports/GROUP)")
+    report.add_argument("--provider", choices=["sagemaker", "local"])
+    report.add_argument("--region", help="for sagemaker (default: AWS_REGION)")
+    report.set_defaults(func=_report)
 
     serve = sub.add_parser("serve", help=serving.HELP)
     serving.add_serve_arguments(serve)

@@ -12,3 +12,14 @@
 Only `plots` (and what imports it) needs matplotlib, the optional `report` extra: the operator
 image does not install it, and nothing the operator runs imports it.
 """
+
+from __future__ import annotations
+
+import importlib.util
+
+MISSING_EXTRA = "matplotlib is not installed: pip install 'modeldeploy[report]' to draw reports"
+
+
+def available() -> bool:
+    """Whether the pictures can be drawn (the `report` extra is installed)."""
+    return importlib.util.find_spec("matplotlib") is not None
