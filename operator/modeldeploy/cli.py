@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from modeldeploy import __version__, serving
+from modeldeploy.gitops import command as decisions
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="certificates, etcd data, logs (default: .cache/cluster)",
     )
     cluster.set_defaults(func=_cluster)
+
+    # approve | reject | promote | rollback NAME --version N [-f FILE]: decisions as commits
+    # (a rewritten manifest) or as server-side apply on the live object; modeldeploy.gitops.
+    decisions.add_parsers(sub)
     return parser
 
 
