@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import time
 import warnings
@@ -14,11 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from modeldeploy.artifacts.compat import IncompatibleArtifactError, check_artifact
 from modeldeploy.artifacts.inspect import inspect_model_bytes
-from modeldeploy.artifacts.metrics import parse_metrics
+from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json, parse_metrics
+from modeldeploy.report.evaluation import evaluation_from_json
 from modeldeploy.training.train import TrainResult, train
 
 INSTALLED = xgboost.__version__
@@ -173,3 +182,104 @@ def test_unsupported_image_is_refused_before_training(tmp_path: Path) -> None:
         train(tmp_path, framework_version="9.9-9", progress=False)
     assert time.monotonic() - start < 1.0
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the curve data in evaluation.json (SageMaker's model-quality layout) ------------------------
+
+
+def _scores(result: TrainResult, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out labels and the registered artifact's scores for them."""
+    X, y = _heldout(result)
+    return y, _load_booster(result, tmp_path).predict(xgboost.DMatrix(X))
+
+
+def test_evaluation_json_holds_sagemakers_curve_entries(
+    default: TrainResult, tmp_path: Path
+) -> None:
+    """The entries and key names of SageMaker Model Monitor's binary classification layout,
+    with the points sklearn computes on the held-out rows."""
+    y, scores = _scores(default, tmp_path)
+    section = json.loads(default.evaluation.read_text())["binary_classification_metrics"]
+    for name in ("auc", "accuracy", "precision", "recall", "f1"):
+        assert set(section[name]) == {"value", "standard_deviation"}
+
+    roc = section["receiver_operating_characteristic_curve"]
+    assert set(roc) == {"false_positive_rates", "true_positive_rates"}
+    fpr, tpr, _ = roc_curve(y, scores)
+    np.testing.assert_allclose(roc["false_positive_rates"], fpr, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(roc["true_positive_rates"], tpr, rtol=0, atol=1e-7)
+
+    pr = section["precision_recall_curve"]
+    assert set(pr) == {"precisions", "recalls"}
+    precision, recall, _ = precision_recall_curve(y, scores)
+    # Recall increasing, as in SageMaker's example (sklearn lists it decreasing).
+    np.testing.assert_allclose(pr["recalls"], recall[::-1], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(pr["precisions"], precision[::-1], rtol=0, atol=1e-7)
+    assert pr["recalls"][0] == 0 and pr["recalls"][-1] == 1
+
+    # Keyed actual, then predicted, at the 0.5 threshold the scalar metrics use.
+    counts = confusion_matrix(y, (scores >= 0.5).astype(int), labels=[0, 1])
+    cm = section["confusion_matrix"]
+    assert cm == {
+        "0": {"0": int(counts[0, 0]), "1": int(counts[0, 1])},
+        "1": {"0": int(counts[1, 0]), "1": int(counts[1, 1])},
+    }
+    (tn, fp), (fn, tp) = counts
+    assert section["precision"]["value"] == pytest.approx(tp / (tp + fp))
+    assert section["recall"]["value"] == pytest.approx(tp / (tp + fn))
+    assert section["accuracy"]["value"] == pytest.approx((tp + tn) / len(y))
+
+
+def test_the_curves_agree_with_the_reported_metrics(default: TrainResult, tmp_path: Path) -> None:
+    y, scores = _scores(default, tmp_path)
+    evaluation = evaluation_from_json(default.evaluation.read_bytes())
+    assert evaluation.roc is not None and evaluation.pr is not None
+    # The trapezoid under the written ROC points is the AUC the file reports.
+    assert evaluation.roc.area() == pytest.approx(evaluation.metrics["auc"], abs=1e-12)
+    assert evaluation.roc.area() == pytest.approx(roc_auc_score(y, scores), abs=1e-9)
+    assert evaluation.pr.step_area() == pytest.approx(average_precision_score(y, scores), abs=1e-9)
+    assert evaluation.problems == ()
+
+
+def test_providers_read_the_file_with_curves_as_its_five_metrics(default: TrainResult) -> None:
+    """What the local store and the SageMaker registry read: the curve entries are skipped,
+    the numbers an approval rule compares are kept."""
+    assert metrics_from_json(default.evaluation.read_bytes()) == default.metrics
+    assert len(default.evaluation.read_bytes()) < MAX_METRICS_FILE // 50
+
+
+def test_train_writes_the_report_beside_the_artifact(default: TrainResult) -> None:
+    assert default.report == default.model_tar.parent / "report.html"
+    assert default.report_skipped == ""
+    for name in ("roc.png", "pr.png", "confusion.png", "calibration.png", "importance.png"):
+        assert (default.model_tar.parent / name).stat().st_size > 0
+
+
+def test_without_matplotlib_train_skips_the_report_and_says_why(tmp_path: Path) -> None:
+    """The operator image has no matplotlib: `modeldeploy train` still writes the artifact and
+    evaluation.json. A None in sys.modules is how Python spells "not importable"."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from modeldeploy.cli import main\n"
+        f"sys.exit(main(['train', '--output', {str(tmp_path)!r}, '--quiet']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "report:          skipped: matplotlib is not installed" in proc.stdout
+    assert "modeldeploy[report]" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "evaluation.json",
+        "heldout.csv",
+        "model.tar.gz",
+    ]
+
+
+def test_the_operator_never_imports_matplotlib() -> None:
+    code = (
+        "import sys\n"
+        "import modeldeploy.cli, modeldeploy.handlers, modeldeploy.training.train\n"
+        "import modeldeploy.report.compare, modeldeploy.report.sources\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
