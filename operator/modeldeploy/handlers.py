@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import kopf
 
+from modeldeploy import metrics
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile import cleanup, controller
 from modeldeploy.reconcile.types import Event, Timing
@@ -52,6 +53,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> 
     )
     settings.posting.level = logging.ERROR  # our own Events say what happened, not log lines
     defaults(memo)
+    metrics.serve_from_env()
 
 
 def _plain(obj: object) -> dict:
@@ -126,3 +128,4 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
         poll = memo.timing.poll
         delay = max(poll, 60) if result.stuck else min(poll, 10)
         raise kopf.TemporaryError(result.message, delay=delay)
+    metrics.forget_resource(body)

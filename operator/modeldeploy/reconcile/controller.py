@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from modeldeploy import metrics
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.errors import ProviderError, TransientError
 from modeldeploy.reconcile.actions import stall_key
@@ -45,6 +46,7 @@ def context(body: dict, now: datetime | None = None) -> Context:
     )
 
 
+@metrics.timed_pass
 def run_pass(
     body: dict,
     providers: ProviderFactory,

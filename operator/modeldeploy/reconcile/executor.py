@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modeldeploy import metrics
 from modeldeploy.providers.errors import ProviderError, TransientError
 from modeldeploy.providers.interface import Provider
 from modeldeploy.reconcile.actions import (
@@ -56,7 +57,8 @@ def execute(plan: Plan, provider: Provider, spec: ModelDeploymentSpec, ctx: Cont
     out = Executed(status=plan.status)  # made for this pass; the executor completes it
     for action in plan.actions:
         try:
-            _run(action, provider, spec, ctx, out)
+            with metrics.action(action):
+                _run(action, provider, spec, ctx, out)
         except TransientError as err:
             out.transient_error = f"{type(action).__name__}: {err}"
             return out
@@ -136,6 +138,7 @@ def _smoke_test(action: SmokeTest, provider: Provider, ctx: Context, out: Execut
         record.latencyMs = round(fastest, 1)
         record.passed = not problem
         record.message = problem or "predictions returned"
+    metrics.smoke_test(provider.name, record.passed, record.latencyMs)
     staging = out.status.staging or StagingStatus()
     out.status.staging = staging.model_copy(update={"smokeTest": record})
     if record.passed:

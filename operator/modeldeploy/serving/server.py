@@ -22,6 +22,7 @@ from http import HTTPStatus
 import httptools
 import orjson
 
+from modeldeploy.metrics import ServeMetrics
 from modeldeploy.serving import codecs
 from modeldeploy.serving.accept import Acceptor, ConnectionBoard
 from modeldeploy.serving.model import Model, PredictionError
@@ -76,9 +77,12 @@ class _Date:
 class App:
     """Routes a complete request to a (status, content type, body) answer."""
 
-    def __init__(self, model: Model, max_body: int, workers: int = 1) -> None:
+    def __init__(
+        self, model: Model, max_body: int, workers: int = 1, metrics: ServeMetrics | None = None
+    ) -> None:
         self.model = model
         self.max_body = max_body
+        self.metrics = metrics or ServeMetrics()  # this process alone, unless a board is shared
         self.execution_parameters = orjson.dumps(
             {
                 "MaxConcurrentTransforms": workers,
@@ -105,6 +109,8 @@ class App:
             return 200, _TEXT, b""
         if path == b"/execution-parameters" and method in (b"GET", b"HEAD"):
             return 200, b"application/json", self.execution_parameters
+        if path == b"/metrics" and method in (b"GET", b"HEAD"):
+            return 200, *self.metrics.exposition()
         return 404, _TEXT, b"not found; the server answers GET /ping and POST /invocations\n"
 
     def invoke(
@@ -120,6 +126,7 @@ class App:
             else:
                 rows = codecs.parse_libsvm(body, self.model.num_feature)
             predictions = self.model.predict(rows)
+            self.metrics.rows(rows.shape[0])
             return 200, media.encode(), codecs.encode(predictions, media)
         except codecs.RequestError as exc:
             return exc.status, _TEXT, exc.message.encode() + b"\n"
@@ -138,6 +145,7 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.in_request = False
         self.half_closed = False
+        self.started = time.perf_counter_ns()  # when the current request began
         self._reset()
 
     def _reset(self) -> None:
@@ -182,6 +190,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_request = True
+        self.started = time.perf_counter_ns()
         self._reset()
 
     def on_url(self, url: bytes) -> None:
@@ -230,6 +239,7 @@ class HttpProtocol(asyncio.Protocol):
             status, content_type, payload = 500, _TEXT, b"internal server error\n"
         keep_alive = self.parser.should_keep_alive() and not self.state.stopping
         self._respond(status, content_type, b"" if method == b"HEAD" else payload, keep_alive)
+        self.app.metrics.request(path, status, self.started)
 
     # answers
 
@@ -280,10 +290,12 @@ class HttpProtocol(asyncio.Protocol):
         )
         # The rest of the body is not read: answer now and close the connection.
         self._respond(413, _TEXT, message.encode() + b"\n", keep_alive=False, linger=True)
+        self.app.metrics.request(self.url.split(b"?", 1)[0], 413, self.started)
 
     def _error_and_close(self, status: int, message: str) -> None:
         self.refused = True
         self._respond(status, _TEXT, message.encode() + b"\n", keep_alive=False)
+        self.app.metrics.request(b"", status, self.started)  # not a request of any route
 
     def close_if_idle(self, idle_before: float | None = None) -> bool:
         """Close the connection unless a request is arriving; True if closed or gone."""
@@ -356,9 +368,10 @@ def run(
     workers: int = 1,
     on_ready: Callable[[], None] | None = None,
     board: ConnectionBoard | None = None,
+    metrics: ServeMetrics | None = None,
 ) -> None:
     """Serve on a listening socket until SIGTERM or SIGINT (blocking)."""
-    app = App(model, max_body, workers=workers)
+    app = App(model, max_body, workers=workers, metrics=metrics)
     # The standard loop: uvloop measured no faster here (one callback per request; the time
     # goes to parsing and scoring), so it is not a dependency.
     loop = asyncio.new_event_loop()

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from modeldeploy import metrics
 from modeldeploy.serving import accept, server
 from modeldeploy.serving.model import ModelLoadError, load_model
 
@@ -106,6 +107,8 @@ class _Supervisor:
         self.count = workers
         self.banner = banner
         self.board_fd = accept.create_board(workers)
+        # Every worker counts its requests in its slot; any of them answers /metrics for all.
+        self.metrics_fd = metrics.create_serve_board(workers)
         self.children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}  # pid -> (slot, child)
         self.deaths: list[float] = []
         self.stopping = False
@@ -132,10 +135,13 @@ class _Supervisor:
             str(self.board_fd),
             "--slot",
             str(slot),
+            "--metrics-fd",
+            str(self.metrics_fd),
         ]
         accept.clear_slot(self.board_fd, slot)
         try:
-            child = subprocess.Popen(command, pass_fds=(fd, write_fd, self.board_fd))
+            fds = (fd, write_fd, self.board_fd, self.metrics_fd)
+            child = subprocess.Popen(command, pass_fds=fds)
         except OSError:
             os.close(read_fd)
             raise
@@ -191,6 +197,7 @@ class _Supervisor:
             os.close(wake_r)
             os.close(wake_w)
             os.close(self.board_fd)
+            os.close(self.metrics_fd)
             self.sock.close()
 
     def _reap_and_restart(self) -> bool:
@@ -238,6 +245,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", required=True, type=int)
     parser.add_argument("--board-fd", required=True, type=int)
     parser.add_argument("--slot", required=True, type=int)
+    parser.add_argument("--metrics-fd", required=True, type=int)
     args = parser.parse_args(argv)
     _setup_logging()
     _die_with_parent(args.parent)
@@ -260,6 +268,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         on_ready=ready,
         board=board,
+        metrics=metrics.ServeMetrics(args.metrics_fd, args.slot),
     )
     return 0
 

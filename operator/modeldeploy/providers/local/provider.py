@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from modeldeploy import naming
+from modeldeploy import metrics, naming
 from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.interface import Hosting
 from modeldeploy.providers.local.hosting_process import ProcessHosting
@@ -87,6 +87,7 @@ class LocalProvider:
         store = ArtifactStore(self.root) if supervise else None
         self.registry = LocalRegistry(self.state, store)
         self.hosting = hosting or hosting_from_env(self.state, self.root, workers, supervise)
+        metrics.watch_calls(self.name, self.registry, self.hosting)
 
     def observe(
         self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from modeldeploy import naming
+from modeldeploy import metrics, naming
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
 from modeldeploy.remote import (
@@ -59,6 +59,7 @@ class SageMakerProvider:
             sagemaker_client = sagemaker_client or session.client("sagemaker", config=config)
             runtime_client = runtime_client or session.client("sagemaker-runtime", config=config)
             s3_client = s3_client or session.client("s3", config=config)
+        metrics.watch_aws_clients(self.name, sagemaker_client, runtime_client, s3_client)
         self.registry = SageMakerRegistry(sagemaker_client, s3_client, region)
         self.hosting = SageMakerHosting(sagemaker_client, runtime_client, region, role_arn)
 
