@@ -245,6 +245,7 @@ class Demo:
   curl -s -H 'Content-Type: text/csv' --data-binary @<(head -3 {self.model_dir}/heldout.csv \\
       | cut -d, -f2-) {url}
   operator log: {self.operator_log}
+  model report: {self.model_dir / "report.html"} (ROC, precision-recall, confusion, calibration)
 Stop everything: make down""")
 
     # -- down -----------------------------------------------------------------------------------
