@@ -35,6 +35,7 @@ PNGS = ("roc.png", "pr.png", "confusion.png", "calibration.png", "importance.png
 HEIGHT, WIDTH = 480, 640
 WHITE = np.ones(3)
 GROUP = "breast-cancer"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -432,3 +433,22 @@ def test_report_reads_sagemaker_versions_and_their_model_metrics_files(
     page = comparison.report.read_text()
     assert f"{models[1].metrics['auc']:.4f}</td><td>{models[0].metrics['auc']:.4f}" in page
     png(tmp_path / "report" / "roc.png")
+
+
+# -- the picture in README.md ---------------------------------------------------------------------
+
+
+def test_the_readme_picture_is_what_train_draws_for_the_seed_model(
+    models: list[TrainResult],
+) -> None:
+    """docs/model-report-roc.png is the seed model's roc.png (seed 0, as `modeldeploy train`
+    trains by default). When the model or the drawing changes, draw it again:
+    .venv/bin/modeldeploy train --output out/seed && cp out/seed/roc.png docs/model-report-roc.png
+    """
+    committed = ROOT / "docs" / "model-report-roc.png"
+    assert "](docs/model-report-roc.png)" in (ROOT / "README.md").read_text()
+    assert committed.stat().st_size < 60_000
+    fresh = png(models[0].model_tar.parent / "roc.png")
+    # Another matplotlib may render text a little differently; the curve must not move.
+    differing = float((np.abs(png(committed) - fresh).max(axis=2) > 0.1).mean())
+    assert differing < 0.005, f"{differing:.1%} of the pixels differ: draw it again (see above)"
