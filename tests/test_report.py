@@ -4,6 +4,7 @@ versions registered in a real local registry (and, over the emulator, in SageMak
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -452,3 +453,23 @@ def test_the_readme_picture_is_what_train_draws_for_the_seed_model(
     # Another matplotlib may render text a little differently; the curve must not move.
     differing = float((np.abs(png(committed) - fresh).max(axis=2) > 0.1).mean())
     assert differing < 0.005, f"{differing:.1%} of the pixels differ: draw it again (see above)"
+
+
+def test_a_malformed_curve_entry_is_named_and_the_metrics_still_read() -> None:
+    section = {
+        "auc": {"value": 0.9, "standard_deviation": "NaN"},
+        "receiver_operating_characteristic_curve": {
+            "false_positive_rates": [0.0, 0.5, 0.2],
+            "true_positive_rates": [0.0, 0.8, 1.0],
+        },
+        "precision_recall_curve": {"precisions": [1.0, 2.0], "recalls": [0.0, 1.0]},
+        "confusion_matrix": {"0": {"0": 3, "1": 1}},
+    }
+    ev = evaluation_from_json(json.dumps({"binary_classification_metrics": section}).encode())
+    assert ev.metrics == {"auc": 0.9}
+    assert (ev.roc, ev.pr, ev.confusion) == (None, None, None)
+    assert ev.problems == (
+        "receiver_operating_characteristic_curve: false_positive_rates must not decrease",
+        "precision_recall_curve: 2.0 is not a rate in [0, 1]",
+        "confusion_matrix must map the labels 0 and 1",
+    )

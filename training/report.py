@@ -28,9 +28,11 @@ FILES = {
 }
 CALIBRATION_BINS = 10
 TOP_FEATURES = 15
-# Total gain: how much the splits on a feature reduced the loss. "weight" (split counts) favours
-# features with many distinct values; gain is what xgboost's own docs recommend reading.
+# Total gain: how much the splits on a feature reduced the loss, over all trees. "weight" (how
+# often a feature is split on) favours features with many distinct values whatever they add.
 IMPORTANCE = "gain"
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """The held-out rows' labels and the model's scores for class 1."""

@@ -50,14 +50,17 @@ class GroupReader(Protocol):
 
 
 def reader_for(provider: Provider) -> GroupReader:
-    if provider.name == "local":
+    from modeldeploy.providers.local import LocalProvider
+    from modeldeploy.providers.sagemaker import SageMakerProvider
+
+    if isinstance(provider, LocalProvider):
         from modeldeploy.report.local_source import LocalReader
 
-        return LocalReader(provider)  # type: ignore[arg-type]
-    if provider.name == "sagemaker":
+        return LocalReader(provider)
+    if isinstance(provider, SageMakerProvider):
         from modeldeploy.report.sagemaker_source import SageMakerReader
 
-        return SageMakerReader(provider)  # type: ignore[arg-type]
+        return SageMakerReader(provider)
     raise SpecError(f"modeldeploy report does not read the {provider.name!r} provider")
 
 
