@@ -109,16 +109,18 @@ def _stream(list_call: Callable, changes: queue.Queue[object], **kwargs) -> None
     it; an error ends the watch and is raised in the drawing thread."""
     resource_version = None
     while True:
+        watcher = watch.Watch()
         try:
-            stream = watch.Watch().stream(
+            stream = watcher.stream(
                 list_call,
                 resource_version=resource_version,
                 timeout_seconds=WATCH_SECONDS,
                 **kwargs,
             )
             for event in stream:
-                resource_version = event["object"]["metadata"]["resourceVersion"]
                 changes.put(event["type"])
+            # The server closed the watch: open it again from where it was.
+            resource_version = watcher.resource_version
         except ApiException as err:
             if err.status == 410:  # too old: start from now
                 resource_version = None

@@ -17,6 +17,7 @@ from modeldeploy.plugin.colour import Palette
 # Metrics a reviewer looks at first (SageMaker's model-quality names); at most MAX_METRICS.
 KEY_METRICS = ("auc", "accuracy", "f1", "precision", "recall")
 MAX_METRICS = 4
+QUIET_WHEN_FALSE = ("Reconciling", "Stalled")
 PHASE_STYLE = {
     "Deployed": "green",
     "Failed": "red",
@@ -77,10 +78,15 @@ def _table(header: list[str], rows: list[list[Cell]], p: Palette) -> list[str]:
     if not rows:
         return []
     widths = [max(len(h), *(len(r[i][0]) for r in rows)) for i, h in enumerate(header)]
-    out = ["  " + "  ".join(p.dim(h.ljust(w)) for h, w in zip(header, widths, strict=True))]
+    titles = [
+        h.ljust(w) if i < len(header) - 1 else h
+        for i, (h, w) in enumerate(zip(header, widths, strict=True))
+    ]
+    out = ["  " + "  ".join(p.dim(t) for t in titles)]
     for row in rows:
+        # Padding outside the colour codes, so a line's trailing blanks can be stripped.
         cells = [
-            p.paint(text.ljust(w) if i < len(row) - 1 else text, style)
+            p.paint(text, style) + (" " * (w - len(text)) if i < len(row) - 1 else "")
             for i, ((text, style), w) in enumerate(zip(row, widths, strict=True))
         ]
         out.append(("  " + "  ".join(cells)).rstrip())
@@ -123,7 +129,7 @@ def _stages_table(view: dict, p: Palette) -> list[str]:
     rows = []
     for s in view["stages"]:
         if not s["endpointName"] and s["version"] is None:
-            rows.append([(s["stage"], "bold"), ("not deployed", "dim"), ("", ""), ("", "")])
+            rows.append([(s["stage"], "bold"), ("not deployed", "dim"), *[("", "")] * 3])
             continue
         version = "-" if s["version"] is None else str(s["version"])
         if s["targetVersion"] is not None:
@@ -136,12 +142,13 @@ def _stages_table(view: dict, p: Palette) -> list[str]:
         rows.append(
             [
                 (s["stage"], "bold"),
-                (f"{s['endpointName'] or '-'} {status}", _endpoint_style(s["endpointStatus"])),
+                (s["endpointName"] or "-", ""),
+                (status, _endpoint_style(s["endpointStatus"])),
                 (version, ""),
                 _smoke(s["smokeTest"]),
             ]
         )
-    table = _table(["STAGE", "ENDPOINT", "VERSION", "SMOKE TEST"], rows, p)
+    table = _table(["STAGE", "ENDPOINT", "STATUS", "VERSION", "SMOKE TEST"], rows, p)
     urls = [f"  {s['stage']} url: {s['url']}" for s in view["stages"] if s["url"]]
     return table + [p.dim(u) for u in urls]
 
@@ -158,6 +165,10 @@ def _smoke(smoke: dict | None) -> Cell:
 
 
 def _gates_table(view: dict, p: Palette) -> list[str]:
+    # Reconciling and Stalled are news only when True (kstatus's abnormal-true conditions).
+    gates = [
+        g for g in view["gates"] if g["type"] not in QUIET_WHEN_FALSE or g["status"] != "False"
+    ]
     rows = [
         [
             (g["type"] or "-", "bold"),
@@ -165,7 +176,7 @@ def _gates_table(view: dict, p: Palette) -> list[str]:
             (g["reason"] or "", ""),
             (g["message"] or "", ""),
         ]
-        for g in view["gates"]
+        for g in gates
     ]
     return _table(["CONDITION", "STATUS", "REASON", "WHAT MOVES IT ON"], rows, p)
 
