@@ -178,7 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     # approve | reject | promote | rollback NAME --version N [-f FILE]: decisions as commits
     # (a rewritten manifest) or as server-side apply on the live object; modeldeploy.gitops.
     decisions.add_parsers(sub)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script, e.g. `source <(modeldeploy completion bash)`",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(func=_completion)
     return parser
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab  # generates the script from this very parser, so it never goes stale
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
