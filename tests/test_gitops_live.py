@@ -14,7 +14,7 @@ from kube import kubectl
 
 from modeldeploy import cli
 
-pytest_plugins = ["kube"]
+pytest_plugins = ["kube", "quiet_kube"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = (ROOT / "manifests" / "examples" / "manual.yaml").read_text()
@@ -23,21 +23,31 @@ _namespaces = itertools.count(1)
 
 
 @pytest.fixture
-def ns(kubeconfig: Path, crd) -> str:
+def ns(quiet_kubeconfig: Path) -> str:
     name = f"gitops-live-{next(_namespaces)}"
-    kubectl(kubeconfig, "create", "namespace", name)
+    kubectl(quiet_kubeconfig, "create", "namespace", name)
     return name
 
 
-def apply_as(kubeconfig: Path, ns: str, manager: str, text: str, server_side: bool = True):
+def apply_as(quiet_kubeconfig: Path, ns: str, manager: str, text: str, server_side: bool = True):
     mode = ["--server-side"] if server_side else []
     kubectl(
-        kubeconfig, "-n", ns, "apply", *mode, f"--field-manager={manager}", "-f", "-", input=text
+        quiet_kubeconfig,
+        "-n",
+        ns,
+        "apply",
+        *mode,
+        f"--field-manager={manager}",
+        "-f",
+        "-",
+        input=text,
     )
 
 
-def live(kubeconfig: Path, ns: str) -> dict:
-    out = kubectl(kubeconfig, "-n", ns, "get", "mdep", NAME, "-o", "json", "--show-managed-fields")
+def live(quiet_kubeconfig: Path, ns: str) -> dict:
+    out = kubectl(
+        quiet_kubeconfig, "-n", ns, "get", "mdep", NAME, "-o", "json", "--show-managed-fields"
+    )
     return json.loads(out.stdout)
 
 
@@ -46,8 +56,8 @@ def owners(obj: dict) -> dict[str, dict]:
     return {e["manager"]: e.get("fieldsV1", {}) for e in obj["metadata"]["managedFields"]}
 
 
-def decide(kubeconfig: Path, ns: str, *argv: str) -> int:
-    return cli.main([*argv, "-n", ns, "--kubeconfig", str(kubeconfig)])
+def decide(quiet_kubeconfig: Path, ns: str, *argv: str) -> int:
+    return cli.main([*argv, "-n", ns, "--kubeconfig", str(quiet_kubeconfig)])
 
 
 def with_approval(**fields) -> str:
@@ -68,12 +78,12 @@ def with_approval(**fields) -> str:
         ("helm-controller", True, "Flux"),
     ],
 )
-def test_gitops_managed_object_is_refused(kubeconfig, ns, capsys, manager, server_side, tool):
-    apply_as(kubeconfig, ns, manager, MANUAL, server_side)
-    before = live(kubeconfig, ns)
+def test_gitops_managed_object_is_refused(quiet_kubeconfig, ns, capsys, manager, server_side, tool):
+    apply_as(quiet_kubeconfig, ns, manager, MANUAL, server_side)
+    before = live(quiet_kubeconfig, ns)
     assert manager in owners(before)
 
-    assert decide(kubeconfig, ns, "approve", NAME, "--version", "2") == 1
+    assert decide(quiet_kubeconfig, ns, "approve", NAME, "--version", "2") == 1
     err = capsys.readouterr().err
     assert err.startswith("modeldeploy approve: refusing to approve version 2 on the live object:")
     assert f"{ns}/{NAME} is managed by {tool} (field manager {manager} " in err
@@ -81,20 +91,20 @@ def test_gitops_managed_object_is_refused(kubeconfig, ns, capsys, manager, serve
     assert f"modeldeploy approve {NAME} --version 2 -f PATH/TO/MANIFEST.yaml" in err
     assert "--force" in err
 
-    after = live(kubeconfig, ns)
+    after = live(quiet_kubeconfig, ns)
     assert after["spec"] == before["spec"]
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
-def test_reject_refusal_names_the_reason_in_the_command(kubeconfig, ns, capsys):
-    apply_as(kubeconfig, ns, "kustomize-controller", MANUAL)
+def test_reject_refusal_names_the_reason_in_the_command(quiet_kubeconfig, ns, capsys):
+    apply_as(quiet_kubeconfig, ns, "kustomize-controller", MANUAL)
     argv = ["reject", NAME, "--version", "3", "--reason", "AUC fell: 0.81"]
-    assert decide(kubeconfig, ns, *argv) == 1
+    assert decide(quiet_kubeconfig, ns, *argv) == 1
     err = capsys.readouterr().err
     assert f'reject {NAME} --version 3 --reason "AUC fell: 0.81" -f PATH' in err
 
 
-def test_flux_label_alone_is_enough(kubeconfig, ns, capsys):
+def test_flux_label_alone_is_enough(quiet_kubeconfig, ns, capsys):
     """An object whose managedFields were rewritten by someone else still carries Flux's
     labels."""
     doc = yaml.safe_load(MANUAL)
@@ -102,19 +112,19 @@ def test_flux_label_alone_is_enough(kubeconfig, ns, capsys):
         "kustomize.toolkit.fluxcd.io/name": "apps",
         "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
     }
-    apply_as(kubeconfig, ns, "kubectl", yaml.safe_dump(doc))
-    assert decide(kubeconfig, ns, "promote", NAME, "--version", "1") == 1
+    apply_as(quiet_kubeconfig, ns, "kubectl", yaml.safe_dump(doc))
+    assert decide(quiet_kubeconfig, ns, "promote", NAME, "--version", "1") == 1
     err = capsys.readouterr().err
     assert "managed by Flux (Kustomization flux-system/apps (label" in err
 
 
-def test_force_changes_the_live_object_and_warns(kubeconfig, ns, capsys):
-    apply_as(kubeconfig, ns, "argocd-controller", with_approval(approvedVersion=1))
-    assert decide(kubeconfig, ns, "approve", NAME, "--version", "2", "--force") == 0
+def test_force_changes_the_live_object_and_warns(quiet_kubeconfig, ns, capsys):
+    apply_as(quiet_kubeconfig, ns, "argocd-controller", with_approval(approvedVersion=1))
+    assert decide(quiet_kubeconfig, ns, "approve", NAME, "--version", "2", "--force") == 0
     captured = capsys.readouterr()
     assert "warning:" in captured.err and "Argo CD" in captured.err
     assert "took over spec.approval.approvedVersion from argocd-controller" in captured.out
-    obj = live(kubeconfig, ns)
+    obj = live(quiet_kubeconfig, ns)
     assert obj["spec"]["approval"]["approvedVersion"] == 2
     managed = owners(obj)
     assert managed["modeldeploy-cli"]["f:spec"] == {"f:approval": {"f:approvedVersion": {}}}
@@ -126,22 +136,22 @@ def test_force_changes_the_live_object_and_warns(kubeconfig, ns, capsys):
 # -- server-side apply of the one field ---------------------------------------------------------
 
 
-def test_each_decision_changes_only_its_field(kubeconfig, ns, capsys):
+def test_each_decision_changes_only_its_field(quiet_kubeconfig, ns, capsys):
     """A person's kubectl apply created the object (manager `kubectl`); each decision changes
     its field, keeps the earlier decisions (restated from managedFields) and every field
     another manager owns."""
     apply_as(
-        kubeconfig,
+        quiet_kubeconfig,
         ns,
         "kubectl",
         with_approval(approvedVersion=1, rejectedVersions=[{"version": 3, "reason": "slow"}]),
     )
-    spec = live(kubeconfig, ns)["spec"]
+    spec = live(quiet_kubeconfig, ns)["spec"]
 
     def step(argv: list[str], change) -> dict:
         nonlocal spec
-        assert decide(kubeconfig, ns, *argv) == 0, capsys.readouterr().err
-        obj = live(kubeconfig, ns)
+        assert decide(quiet_kubeconfig, ns, *argv) == 0, capsys.readouterr().err
+        obj = live(quiet_kubeconfig, ns)
         change(spec)
         assert obj["spec"] == spec
         return obj
@@ -184,23 +194,23 @@ def test_each_decision_changes_only_its_field(kubeconfig, ns, capsys):
     step(["approve", NAME, "--version", "3"], approve_rejected)
 
     # The same decision again is a no-op, not a write.
-    rv = live(kubeconfig, ns)["metadata"]["resourceVersion"]
-    assert decide(kubeconfig, ns, "approve", NAME, "--version", "3") == 0
+    rv = live(quiet_kubeconfig, ns)["metadata"]["resourceVersion"]
+    assert decide(quiet_kubeconfig, ns, "approve", NAME, "--version", "3") == 0
     assert "already records 'approve version 3'" in capsys.readouterr().out
-    assert live(kubeconfig, ns)["metadata"]["resourceVersion"] == rv
+    assert live(quiet_kubeconfig, ns)["metadata"]["resourceVersion"] == rv
 
     # Rejecting the approved version is refused before anything is sent.
-    assert decide(kubeconfig, ns, "reject", NAME, "--version", "3", "--reason", "x") == 1
+    assert decide(quiet_kubeconfig, ns, "reject", NAME, "--version", "3", "--reason", "x") == 1
     assert "approve another version first" in capsys.readouterr().err
 
 
-def test_rollback_goes_to_the_live_previous_version(kubeconfig, ns, capsys):
-    apply_as(kubeconfig, ns, "kubectl", MANUAL)
-    assert decide(kubeconfig, ns, "rollback", NAME) == 1
+def test_rollback_goes_to_the_live_previous_version(quiet_kubeconfig, ns, capsys):
+    apply_as(quiet_kubeconfig, ns, "kubectl", MANUAL)
+    assert decide(quiet_kubeconfig, ns, "rollback", NAME) == 1
     assert "has no status.production.previousVersion" in capsys.readouterr().err
     status = {"status": {"production": {"endpointName": "p", "version": 5, "previousVersion": 4}}}
     kubectl(
-        kubeconfig,
+        quiet_kubeconfig,
         "-n",
         ns,
         "patch",
@@ -211,18 +221,18 @@ def test_rollback_goes_to_the_live_previous_version(kubeconfig, ns, capsys):
         "-p",
         json.dumps(status),
     )
-    assert decide(kubeconfig, ns, "rollback", NAME) == 0
+    assert decide(quiet_kubeconfig, ns, "rollback", NAME) == 0
     assert "roll production back to version 4" in capsys.readouterr().out
-    assert live(kubeconfig, ns)["spec"]["production"]["promotedVersion"] == 4
+    assert live(quiet_kubeconfig, ns)["spec"]["production"]["promotedVersion"] == 4
 
 
 def test_rollback_in_a_file_reads_previous_version_from_the_live_object(
-    kubeconfig, ns, tmp_path, capsys
+    quiet_kubeconfig, ns, tmp_path, capsys
 ):
-    apply_as(kubeconfig, ns, "kustomize-controller", MANUAL)
+    apply_as(quiet_kubeconfig, ns, "kustomize-controller", MANUAL)
     status = {"status": {"production": {"endpointName": "p", "version": 2, "previousVersion": 1}}}
     kubectl(
-        kubeconfig,
+        quiet_kubeconfig,
         "-n",
         ns,
         "patch",
@@ -236,14 +246,14 @@ def test_rollback_in_a_file_reads_previous_version_from_the_live_object(
     path = tmp_path / "manual.yaml"
     path.write_text(MANUAL)
     # Flux manages the live object, so the file is the place for the change.
-    assert decide(kubeconfig, ns, "rollback", NAME, "-f", str(path)) == 0
+    assert decide(quiet_kubeconfig, ns, "rollback", NAME, "-f", str(path)) == 0
     assert "+    promotedVersion: 1\n" in capsys.readouterr().out
     assert yaml.safe_load(path.read_text())["spec"]["production"]["promotedVersion"] == 1
 
 
-def test_missing_object_and_context_errors(kubeconfig, ns, capsys):
-    assert decide(kubeconfig, ns, "approve", "nope", "--version", "1") == 1
+def test_missing_object_and_context_errors(quiet_kubeconfig, ns, capsys):
+    assert decide(quiet_kubeconfig, ns, "approve", "nope", "--version", "1") == 1
     assert f"no ModelDeployment nope in namespace {ns}" in capsys.readouterr().err
-    argv = ["approve", NAME, "--version", "1", "--kubeconfig", str(kubeconfig)]
+    argv = ["approve", NAME, "--version", "1", "--kubeconfig", str(quiet_kubeconfig)]
     assert cli.main([*argv, "--context", "elsewhere"]) == 1
     assert "no context elsewhere in" in capsys.readouterr().err

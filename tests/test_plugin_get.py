@@ -23,7 +23,7 @@ from kube import kubectl, kubectl_path
 from modeldeploy.gitops.kube import connect
 from modeldeploy.plugin.get import show
 
-pytest_plugins = ["kube"]
+pytest_plugins = ["kube", "quiet_kube"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = (ROOT / "manifests" / "examples" / "manual.yaml").read_text()
@@ -98,13 +98,13 @@ STATUS = {
 
 
 @pytest.fixture
-def resource(kubeconfig: Path, crd) -> str:
+def resource(quiet_kubeconfig: Path) -> str:
     """A namespace holding the example with the status above and three Events; its name."""
     ns = f"plugin-{next(_namespaces)}"
-    kubectl(kubeconfig, "create", "namespace", ns)
-    kubectl(kubeconfig, "-n", ns, "apply", "-f", "-", input=MANUAL)
-    write_status(kubeconfig, ns, STATUS)
-    uid = kubectl(kubeconfig, "-n", ns, "get", "mdep", NAME, "-o", "jsonpath={.metadata.uid}")
+    kubectl(quiet_kubeconfig, "create", "namespace", ns)
+    kubectl(quiet_kubeconfig, "-n", ns, "apply", "-f", "-", input=MANUAL)
+    write_status(quiet_kubeconfig, ns, STATUS)
+    uid = kubectl(quiet_kubeconfig, "-n", ns, "get", "mdep", NAME, "-o", "jsonpath={.metadata.uid}")
     now = datetime.now(UTC)
     for n, (kind, reason, message, count, ago) in enumerate(
         [
@@ -133,25 +133,25 @@ def resource(kubeconfig: Path, crd) -> str:
             "lastTimestamp": stamp,
             "source": {"component": "kopf"},
         }
-        kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(event))
+        kubectl(quiet_kubeconfig, "create", "-f", "-", input=json.dumps(event))
     return ns
 
 
-def write_status(kubeconfig: Path, ns: str, status: dict) -> None:
+def write_status(quiet_kubeconfig: Path, ns: str, status: dict) -> None:
     body = json.dumps({"status": status})
-    kubectl(kubeconfig, "-n", ns, "patch", "mdep", NAME, "--subresource=status", "--type=merge",
-            "-p", body)  # fmt: skip
+    kubectl(quiet_kubeconfig, "-n", ns, "patch", "mdep", NAME, "--subresource=status",
+            "--type=merge", "-p", body)  # fmt: skip
 
 
-def plugin_env(kubeconfig: Path) -> dict[str, str]:
+def plugin_env(quiet_kubeconfig: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "KUBECONFIG")}
-    return env | {"KUBECONFIG": str(kubeconfig), "PATH": f"{BIN}:{env.get('PATH', '')}"}
+    return env | {"KUBECONFIG": str(quiet_kubeconfig), "PATH": f"{BIN}:{env.get('PATH', '')}"}
 
 
-def run_plugin(kubeconfig: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def run_plugin(quiet_kubeconfig: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PLUGIN, *argv],
-        env=plugin_env(kubeconfig),
+        env=plugin_env(quiet_kubeconfig),
         capture_output=True,
         text=True,
         timeout=60,
@@ -183,8 +183,8 @@ GATES
 """
 
 
-def test_get_plain_when_piped(kubeconfig, resource):
-    result = run_plugin(kubeconfig, "get", NAME, "-n", resource)
+def test_get_plain_when_piped(quiet_kubeconfig, resource):
+    result = run_plugin(quiet_kubeconfig, "get", NAME, "-n", resource)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "\x1b[" not in out  # piped: no colour
@@ -205,8 +205,8 @@ def test_get_plain_when_piped(kubeconfig, resource):
     ]
 
 
-def test_get_json_is_a_stable_document(kubeconfig, resource):
-    result = run_plugin(kubeconfig, "get", NAME, "-n", resource, "-o", "json")
+def test_get_json_is_a_stable_document(quiet_kubeconfig, resource):
+    result = run_plugin(quiet_kubeconfig, "get", NAME, "-n", resource, "-o", "json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert list(doc) == [
@@ -275,14 +275,14 @@ def test_get_json_is_a_stable_document(kubeconfig, resource):
         ("SmokeTestPassed", 1),
     ]
     # YAML is the same document.
-    as_yaml = run_plugin(kubeconfig, "get", NAME, "-n", resource, "-o", "yaml")
+    as_yaml = run_plugin(quiet_kubeconfig, "get", NAME, "-n", resource, "-o", "yaml")
     assert yaml.safe_load(as_yaml.stdout) == doc
 
 
-def test_kubectl_finds_the_plugin_and_the_context_namespace(kubeconfig, resource, tmp_path):
+def test_kubectl_finds_the_plugin_and_the_context_namespace(quiet_kubeconfig, resource, tmp_path):
     """`kubectl modeldeploy get` through kubectl's plugin lookup on PATH, with the namespace
     taken from a --context, as kubectl would."""
-    config = yaml.safe_load(kubeconfig.read_text())
+    config = yaml.safe_load(quiet_kubeconfig.read_text())
     base = config["contexts"][0]["context"]
     config["contexts"].append({"name": "team", "context": {**base, "namespace": resource}})
     team = tmp_path / "kubeconfig"
@@ -297,7 +297,7 @@ def test_kubectl_finds_the_plugin_and_the_context_namespace(kubeconfig, resource
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["namespace"] == resource
-    missing = run_plugin(kubeconfig, "get", "nope", "-n", resource)
+    missing = run_plugin(quiet_kubeconfig, "get", "nope", "-n", resource)
     assert missing.returncode == 1
     assert missing.stderr == (
         f"kubectl modeldeploy get: no ModelDeployment nope in namespace {resource} "
@@ -310,9 +310,9 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_colour_on_a_terminal_unless_no_color(kubeconfig, resource, monkeypatch):
+def test_colour_on_a_terminal_unless_no_color(quiet_kubeconfig, resource, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
-    kube = connect(str(kubeconfig), None, resource)
+    kube = connect(str(quiet_kubeconfig), None, resource)
     screen = Terminal()
     show(kube, NAME, resource, None, screen)
     text = screen.getvalue()
@@ -327,10 +327,10 @@ def test_colour_on_a_terminal_unless_no_color(kubeconfig, resource, monkeypatch)
     assert "\x1b[" not in screen.getvalue()
 
 
-def test_watch_prints_each_change_until_interrupted(kubeconfig, resource):
+def test_watch_prints_each_change_until_interrupted(quiet_kubeconfig, resource):
     proc = subprocess.Popen(
         [PLUGIN, "get", NAME, "-n", resource, "--watch", "-o", "json"],
-        env=plugin_env(kubeconfig),
+        env=plugin_env(quiet_kubeconfig),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -339,12 +339,12 @@ def test_watch_prints_each_change_until_interrupted(kubeconfig, resource):
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         assert first["phase"] == "AwaitingPromotion"
-        kubectl(kubeconfig, "-n", resource, "patch", "mdep", NAME, "--type=merge",
+        kubectl(quiet_kubeconfig, "-n", resource, "patch", "mdep", NAME, "--type=merge",
                 "-p", '{"spec":{"production":{"promotedVersion":3}}}')  # fmt: skip
         second = json.loads(proc.stdout.readline())
         assert second["decisions"]["promotedVersion"] == 3
         assert second["upToDate"] is False  # the operator has not looked yet
-        write_status(kubeconfig, resource, {"observedGeneration": 2, "phase": "Promoting"})
+        write_status(quiet_kubeconfig, resource, {"observedGeneration": 2, "phase": "Promoting"})
         third = json.loads(proc.stdout.readline())
         assert (third["phase"], third["upToDate"]) == ("Promoting", True)
         proc.send_signal(signal.SIGINT)
@@ -355,12 +355,12 @@ def test_watch_prints_each_change_until_interrupted(kubeconfig, resource):
             proc.wait()
 
 
-def test_plugin_decides_with_its_own_name_in_messages(kubeconfig, resource):
-    result = run_plugin(kubeconfig, "approve", NAME, "--version", "3", "-n", resource)
+def test_plugin_decides_with_its_own_name_in_messages(quiet_kubeconfig, resource):
+    result = run_plugin(quiet_kubeconfig, "approve", NAME, "--version", "3", "-n", resource)
     assert result.returncode == 0, result.stderr
     assert "+    approvedVersion: 3\n" in result.stdout
-    kubectl(kubeconfig, "-n", resource, "apply", "--server-side", "--force-conflicts",
+    kubectl(quiet_kubeconfig, "-n", resource, "apply", "--server-side", "--force-conflicts",
             "--field-manager=kustomize-controller", "-f", "-", input=MANUAL)  # fmt: skip
-    refused = run_plugin(kubeconfig, "promote", NAME, "--version", "3", "-n", resource)
+    refused = run_plugin(quiet_kubeconfig, "promote", NAME, "--version", "3", "-n", resource)
     assert refused.returncode == 1
     assert f"kubectl modeldeploy promote {NAME} --version 3 -f PATH" in refused.stderr
