@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from kube import kubectl
+from prometheus_client.parser import text_string_to_metric_families
 
 FAST = {
     # Short loops so the suite does not wait on production-sized intervals.
@@ -26,10 +29,30 @@ FAST = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus text as {(sample name, labels): value}."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, env: dict[str, str]) -> None:
         self.kubeconfig = kubeconfig
-        self.env = env
+        # Metrics on a free loopback port of its own (kept across restarts), unless env says.
+        self.env = {"MODELDEPLOY_METRICS_PORT": str(free_port()), **env}
+        self.metrics_url = f"http://127.0.0.1:{self.env['MODELDEPLOY_METRICS_PORT']}/metrics"
         self.log = Path(tempfile.mkstemp(prefix="modeldeploy-operator-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
@@ -62,6 +85,19 @@ class OperatorProcess:
 
     def assert_alive(self) -> None:
         assert self.proc and self.proc.poll() is None, f"operator exited:\n{self.tail()}"
+
+    def metrics(self) -> Samples:
+        """A scrape of the operator's /metrics, waiting for it to listen after a (re)start."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                    return parse_metrics(response.read().decode())
+            except OSError:
+                self.assert_alive()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def get(kubeconfig: Path, namespace: str, name: str) -> dict:

@@ -238,8 +238,9 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("error answering %s %s", method.decode(), path.decode("latin-1"))
             status, content_type, payload = 500, _TEXT, b"internal server error\n"
         keep_alive = self.parser.should_keep_alive() and not self.state.stopping
-        self._respond(status, content_type, b"" if method == b"HEAD" else payload, keep_alive)
+        # Counted before the answer leaves: a client holding it sees it in /metrics.
         self.app.metrics.request(path, status, self.started)
+        self._respond(status, content_type, b"" if method == b"HEAD" else payload, keep_alive)
 
     # answers
 
@@ -289,13 +290,13 @@ class HttpProtocol(asyncio.Protocol):
             f"request body of {size} bytes is over MAX_CONTENT_LENGTH ({self.app.max_body} bytes)"
         )
         # The rest of the body is not read: answer now and close the connection.
-        self._respond(413, _TEXT, message.encode() + b"\n", keep_alive=False, linger=True)
         self.app.metrics.request(self.url.split(b"?", 1)[0], 413, self.started)
+        self._respond(413, _TEXT, message.encode() + b"\n", keep_alive=False, linger=True)
 
     def _error_and_close(self, status: int, message: str) -> None:
         self.refused = True
-        self._respond(status, _TEXT, message.encode() + b"\n", keep_alive=False)
         self.app.metrics.request(b"", status, self.started)  # not a request of any route
+        self._respond(status, _TEXT, message.encode() + b"\n", keep_alive=False)
 
     def close_if_idle(self, idle_before: float | None = None) -> bool:
         """Close the connection unless a request is arriving; True if closed or gone."""
