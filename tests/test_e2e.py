@@ -377,3 +377,75 @@ def test_rollback_by_patching_promoted_version(kubeconfig, ns, operator, seed_mo
     wait_ready(kubeconfig, ns, name, 30)
     row = kubectl(kubeconfig, "-n", ns, "get", "mdep", "--no-headers").stdout.split()
     assert row[4:8] == ["2", "1", "Deployed", "True"]  # STAGING 2, PROD 1
+
+
+def test_operator_metrics_move_as_the_pipeline_moves(
+    kubeconfig, ns, operator, emulator, seed_model, s3
+):
+    """Scrape the operator process's /metrics while a resource goes from nothing to Deployed
+    on the sagemaker provider (the emulator), then is deleted."""
+    doc = yaml.safe_load((EXAMPLES / "automatic.yaml").read_text())
+    name = doc["metadata"]["name"]
+    upload_automatic_example_artifacts(s3, seed_model, seed_model.metrics, doc)
+    emulator.set_invoke_results([{"Body": "0.0125\n", "ContentType": "text/csv"}])
+    start = operator.metrics()
+    who = {"namespace": ns, "name": name}
+
+    def moved(now: dict, metric: str, /, **labels: str) -> float:
+        key = (metric, frozenset(labels.items()))
+        return now.get(key, 0.0) - start.get(key, 0.0)
+
+    def phase(now: dict) -> str | None:
+        return next(
+            (
+                dict(labels)["phase"]
+                for (metric, labels), value in now.items()
+                if metric == "modeldeploy_resource_phase"
+                and value == 1
+                and {("namespace", ns), ("name", name)} <= labels
+            ),
+            None,
+        )
+
+    apply_example(kubeconfig, ns, "automatic")
+    # Registered: the action and its AWS calls are counted before the status says so.
+    wait_for(
+        "registration",
+        lambda: (get(kubeconfig, ns, name).get("status") or {}).get("registration"),
+        operator=operator,
+    )
+    now = operator.metrics()
+    assert moved(now, "modeldeploy_actions_total", action="RegisterVersion", outcome="ok") == 1
+    sm = {"provider": "sagemaker", "result": "ok"}
+    assert moved(now, "modeldeploy_remote_calls_total", operation="CreateModelPackage", **sm) == 1
+    assert moved(now, "modeldeploy_remote_calls_total", operation="GetObject", **sm) >= 1
+    assert moved(now, "modeldeploy_reconcile_total", result="ok") >= 1
+    assert phase(now) is not None
+
+    wait_for("Deployed", phase_is(kubeconfig, ns, name, "Deployed"), operator=operator)
+    now = wait_for(
+        "the Deployed phase in /metrics",
+        lambda: (lambda m: m if phase(m) == "Deployed" else None)(operator.metrics()),
+        operator=operator,
+    )
+    actions = "modeldeploy_actions_total"
+    assert moved(now, actions, action="DeployEndpoint", outcome="ok") == 2
+    assert moved(now, actions, action="SmokeTest", outcome="ok") == 1
+    calls = "modeldeploy_remote_calls_total"
+    assert moved(now, calls, operation="CreateEndpoint", **sm) == 2
+    assert moved(now, calls, operation="InvokeEndpoint", **sm) == 3  # the smoke test's three
+    assert moved(now, "modeldeploy_smoke_tests_total", provider="sagemaker", result="passed") == 1
+    latency = "modeldeploy_smoke_test_latency_seconds_count"
+    assert moved(now, latency, provider="sagemaker") == 1
+    assert moved(now, "modeldeploy_reconcile_duration_seconds_count", result="ok") >= 3
+    ready = {"condition": "Ready", "status": "True"}
+    assert now[("modeldeploy_resource_condition", frozenset({**who, **ready}.items()))] == 1
+
+    kubectl(kubeconfig, "-n", ns, "delete", "mdep", name, "--timeout=60s", timeout=70)
+    wait_for(
+        "the deleted resource's series to go",
+        lambda: phase(operator.metrics()) is None,
+        operator=operator,
+    )
+    gone = operator.metrics()
+    assert not [key for key in gone if {("namespace", ns), ("name", name)} <= key[1]]
