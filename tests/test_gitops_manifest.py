@@ -4,6 +4,10 @@ decision's field of real manifests; every other line stays byte for byte, commen
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -365,3 +369,46 @@ def test_cli_rewrites_and_prints_the_diff(tmp_path, capsys, monkeypatch):
 
     with pytest.raises(SystemExit):  # reject without a reason is refused by the parser
         cli.main(["reject", NAMES["manual"], "--version", "4", "-f", "manual.yaml"])
+
+
+# -- the README's commands run as written ------------------------------------------------------
+
+
+def readme_block(marker: str, lang: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(rf"<!-- {marker} -->\n```{lang}\n(.*?)```\n<!-- /{marker} -->", text, re.S)
+    assert found, f"README.md lost its {marker} block"
+    return found.group(1)
+
+
+def test_readme_decisions_run_as_written(tmp_path):
+    """The README's commands, in a copy of the checkout's layout; the diff it shows is what the
+    first one prints."""
+    (tmp_path / "manifests" / "examples").mkdir(parents=True)
+    manifest = tmp_path / "manifests" / "examples" / "manual.yaml"
+    manifest.write_bytes((EXAMPLES / "manual.yaml").read_bytes())
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
+    first, *_ = readme_block("decisions", "sh").splitlines()
+    shown = re.search(r"```diff\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert shown
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", first],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == shown.group(1)
+    manifest.write_bytes((EXAMPLES / "manual.yaml").read_bytes())
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_block("decisions", "sh")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    removed, added = changed_lines((EXAMPLES / "manual.yaml").read_text(), manifest.read_text())
+    assert removed == []
+    assert added == [
+        "    approvedVersion: 3\n",
+        "    rejectedVersions:\n",
+        "      - version: 2\n",
+        "        reason: recall fell on the 2024 rows\n",
+        "    promotedVersion: 3\n",
+    ]

@@ -143,9 +143,16 @@ def event_time(event: dict) -> str:
     )
 
 
+def _order(event: dict) -> tuple[str, int]:
+    # Timestamps have whole seconds, and a pass posts several Events in one: within a second,
+    # the order the API server stored them in (resourceVersion, a number on etcd).
+    version = (event.get("metadata") or {}).get("resourceVersion") or ""
+    return event_time(event), int(version) if version.isdigit() else 0
+
+
 def _events(events: list[dict]) -> list[dict]:
     # Oldest first, as `kubectl describe` lists them; the last ones are the ones that matter.
-    ordered = sorted(events, key=event_time)[-MAX_EVENTS:]
+    ordered = sorted(events, key=_order)[-MAX_EVENTS:]
     return [
         {
             "type": e.get("type"),
