@@ -5,6 +5,7 @@ accepting the rendering (server-side dry-run, after the CRD is really applied).
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -36,6 +37,7 @@ from kube import kubectl
 
 from modeldeploy.cli import build_parser
 from modeldeploy.providers.local import default_root
+from modeldeploy.providers.local.kube_render import Settings, k8s_name, pod_template
 
 # The session fixtures `control_plane`, `kubeconfig` and `crd`; `helm` and the renderings.
 pytest_plugins = ["kube", "deploy_artifacts"]
@@ -46,6 +48,24 @@ HELM_GO_MOD = ROOT / "hack" / "helm" / "go.mod"
 # Where the operator's state lives when nothing persists it: the image's HOME (/tmp), an emptyDir.
 EPHEMERAL_LOCAL_DIR = "/tmp/.local/share/modeldeploy"
 PERSISTENT_LOCAL_DIR = "/var/lib/modeldeploy"
+
+# Every optional object of metrics: the ServiceMonitor, the endpoints' PodMonitor, the dashboard.
+METRICS_VALUES: dict[str, Any] = {
+    "provider": "local",
+    "metrics": {
+        "port": 9102,
+        "serviceAnnotations": {"prometheus.io/scrape": "true"},
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "scrapeTimeout": "10s",
+            "labels": {"release": "kube-prometheus-stack"},
+        },
+        "endpointPodMonitor": {"enabled": True, "interval": "1m"},
+        "dashboard": {"enabled": True, "annotations": {"grafana_folder": "MLOps"}},
+    },
+}
+DASHBOARD = CHART / "dashboards" / "modeldeploy.json"
 
 
 def test_crd_copies_are_byte_identical_to_the_source() -> None:
@@ -60,7 +80,9 @@ def test_helm_is_the_pinned_release(helm: Helm) -> None:
 
 
 @pytest.mark.parametrize(
-    "values", [{}, FULL_VALUES, PERSISTENT_VALUES], ids=["defaults", "full", "persistent"]
+    "values",
+    [{}, FULL_VALUES, PERSISTENT_VALUES, METRICS_VALUES],
+    ids=["defaults", "full", "persistent", "metrics"],
 )
 def test_helm_lint_passes_strict(helm: Helm, values: dict[str, Any], tmp_path: Path) -> None:
     out = ok(helm("lint", "--strict", CHART, "-f", values_file(tmp_path, values)))
@@ -83,6 +105,11 @@ def test_helm_lint_passes_strict(helm: Helm, values: dict[str, Any], tmp_path: P
         ("local.persistence.size=5", "size"),  # a number would be rendered as a float
         ("local.persistence.storageClass=fast", "storageClass"),
         ("local.persistence.existingClaim=My_Claim", "existingClaim"),
+        ("metrics.port=80", "port"),
+        ("metrics.enabled=maybe", "enabled"),
+        ("metrics.serviceMonitor.interval=often", "interval"),
+        ("metrics.serviceMonitor.enable=true", "enable"),
+        ("metrics.dashboard.labels.grafana_dashboard=1", "grafana_dashboard"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Helm, setting: str, field: str) -> None:
@@ -97,6 +124,7 @@ def test_chart_defaults_render_the_operator(chart_default: list[dict[str, Any]])
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",  # the operator's metrics
         "ServiceAccount",
     ]
     assert all(o["metadata"].get("namespace", NAMESPACE) == NAMESPACE for o in chart_default)
@@ -240,3 +268,113 @@ def test_persistent_chart_is_accepted_by_the_api_server(
     other = documents(render_chart(helm, "-f", values, *existing, release="md-existing", ns=ns))
     objs = [one(own, "PersistentVolumeClaim"), one(own, "Deployment"), one(other, "Deployment")]
     dry_run(kubeconfig, objs)
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def container_port(container: dict[str, Any], name: str) -> int:
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == name]
+    return port
+
+
+def test_chart_defaults_serve_metrics_beside_the_health_port(
+    chart_default: list[dict[str, Any]],
+) -> None:
+    """Metrics on 8080 on all addresses (the operator's own default is off, on loopback), the
+    liveness probe on 8081, and a Service for the metrics port; no monitoring objects."""
+    container = operator_container(one(chart_default, "Deployment"))
+    env = env_of(container)
+    assert env["MODELDEPLOY_METRICS_PORT"] == "8080"
+    assert env["MODELDEPLOY_METRICS_ADDRESS"] == "0.0.0.0"
+    assert container_port(container, "metrics") == 8080
+    assert container_port(container, "health") == 8081
+    service = one(chart_default, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = one(chart_default, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert not [o for o in chart_default if o["apiVersion"].startswith("monitoring.coreos.com")]
+
+
+def test_chart_without_metrics_serves_none(helm: Helm) -> None:
+    objs = documents(render_chart(helm, "--set", "metrics.enabled=false"))
+    assert not [o for o in objs if o["kind"] == "Service"]
+    container = operator_container(one(objs, "Deployment"))
+    assert "MODELDEPLOY_METRICS_PORT" not in env_of(container)
+    assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+def test_chart_refuses_one_port_for_metrics_and_health(helm: Helm) -> None:
+    proc = helm("template", "md", CHART, "--set", "metrics.port=8081")
+    assert proc.returncode != 0
+    assert "metrics.port and healthPort must differ" in proc.stderr
+
+
+def test_chart_renders_the_service_monitor_pod_monitor_and_dashboard(
+    helm: Helm, tmp_path: Path
+) -> None:
+    objs = documents(render_chart(helm, "-f", values_file(tmp_path, METRICS_VALUES)))
+    container = operator_container(one(objs, "Deployment"))
+    assert env_of(container)["MODELDEPLOY_METRICS_PORT"] == "9102"
+    assert container_port(container, "metrics") == 9102
+    service = one(objs, "Service")
+    assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+
+    # The ServiceMonitor selects that Service, in its namespace, by the port's name.
+    monitor = one(objs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+    }
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+
+    # The PodMonitor selects the pods the operator really renders for a local endpoint, by
+    # their labels, and scrapes their server's port.
+    pods = one(objs, "PodMonitor")
+    assert pods["metadata"]["namespace"] == NAMESPACE  # local.endpointNamespace's default
+    template = pod_template(
+        Settings(namespace=NAMESPACE),
+        k8s_name("metrics-test-staging"),
+        "config-1",
+        source="s3://bucket/model.tar.gz",
+        digest="0" * 64,
+        instance_type="ml.m5.large",
+        workers=2,
+    )
+    pod_labels = template["metadata"]["labels"]
+    selector = pods["spec"]["selector"]
+    assert selector["matchLabels"].items() <= pod_labels.items()
+    assert all(e["key"] in pod_labels for e in selector["matchExpressions"])
+    (scrape,) = pods["spec"]["podMetricsEndpoints"]
+    server_ports = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
+    assert scrape["port"] in server_ports and scrape["path"] == "/metrics"
+
+    # The dashboard, as the file holds it, for Grafana's sidecar.
+    dashboard = one(objs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "MLOps"}
+    assert json.loads(dashboard["data"]["modeldeploy.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_metrics_objects_are_accepted_by_the_api_server(
+    kubeconfig: Path, crd: None, helm: Helm, tmp_path: Path
+) -> None:
+    """The Service, the dashboard ConfigMap and the Deployment with its metrics port. The
+    ServiceMonitor and PodMonitor need the Prometheus Operator's CRDs, which this control
+    plane does not have: their shape is checked above."""
+    ns = f"md-metrics-{secrets.token_hex(3)}"
+    kubectl(kubeconfig, "create", "namespace", ns)
+    values = values_file(tmp_path, METRICS_VALUES)
+    objs = documents(render_chart(helm, "-f", values, release="md", ns=ns))
+    core = [o for o in objs if o["kind"] in ("Service", "ConfigMap", "Deployment")]
+    assert len(core) == 3
+    dry_run(kubeconfig, core)
