@@ -364,3 +364,45 @@ def test_plugin_decides_with_its_own_name_in_messages(quiet_kubeconfig, resource
     refused = run_plugin(quiet_kubeconfig, "promote", NAME, "--version", "3", "-n", resource)
     assert refused.returncode == 1
     assert f"kubectl modeldeploy promote {NAME} --version 3 -f PATH" in refused.stderr
+
+
+def test_a_reader_without_access_to_events_still_sees_the_rest(
+    quiet_control_plane, quiet_kubeconfig, resource
+):
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "mdep-reader", "namespace": resource},
+        "rules": [
+            {
+                "apiGroups": ["mlops.modeldeploy.dev"],
+                "resources": ["modeldeployments"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+    kubectl(quiet_kubeconfig, "apply", "-f", "-", input=json.dumps(role))
+    kubectl(quiet_kubeconfig, "-n", resource, "create", "rolebinding", "mdep-reader",
+            "--role=mdep-reader", "--user=mdep-reader")  # fmt: skip
+    reader = quiet_control_plane.user_kubeconfig("mdep-reader")
+    result = run_plugin(reader, "get", NAME, "-n", resource)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\nEVENTS\n  none\n")
+    watching = subprocess.Popen(
+        [PLUGIN, "get", NAME, "-n", resource, "--watch", "-o", "json"],
+        env=plugin_env(reader),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stdout is not None
+        assert json.loads(watching.stdout.readline())["events"] == []
+        write_status(quiet_kubeconfig, resource, {"phase": "Promoting"})
+        assert json.loads(watching.stdout.readline())["phase"] == "Promoting"
+        watching.send_signal(signal.SIGINT)
+        assert watching.wait(timeout=20) == 0
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait()

@@ -104,9 +104,12 @@ def _wait(changes: queue.Queue[object], timeout: float | None) -> None:
             return
 
 
-def _stream(list_call: Callable, changes: queue.Queue[object], **kwargs) -> None:
+def _stream(
+    list_call: Callable, changes: queue.Queue[object], optional: bool = False, **kwargs
+) -> None:
     """Put a token on `changes` for every watch event, reopening the watch as the server ends
-    it; an error ends the watch and is raised in the drawing thread."""
+    it; an error ends the watch and is raised in the drawing thread (a refused `optional`
+    watch just ends: the view goes on without it)."""
     resource_version = None
     while True:
         watcher = watch.Watch()
@@ -125,6 +128,8 @@ def _stream(list_call: Callable, changes: queue.Queue[object], **kwargs) -> None
             if err.status == 410:  # too old: start from now
                 resource_version = None
                 continue
+            if optional and err.status == 403:
+                return
             changes.put(KubeError(api_message(err)))
             return
         except Exception as err:  # a dropped connection ends the watch visibly
@@ -148,6 +153,7 @@ def _stream_events(kube: Kube, uid: str, namespace: str, changes: queue.Queue[ob
     _stream(
         kube.core.list_namespaced_event,
         changes,
+        optional=True,  # as in events(): one may read the object and not its Events
         namespace=namespace,
         field_selector=f"involvedObject.uid={uid}",
     )
