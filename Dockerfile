@@ -34,6 +34,7 @@ COPY --from=builder /opt/modeldeploy /opt/modeldeploy
 # A fixed non-root uid/gid (the "nonroot" convention), matching the manifests' runAsUser.
 USER 65532:65532
 WORKDIR /tmp
-EXPOSE 8080
+# Metrics on 8080 (MODELDEPLOY_METRICS_PORT, set by the chart), kopf's liveness probe on 8081.
+EXPOSE 8080 8081
 ENTRYPOINT ["modeldeploy", "run"]
-CMD ["--liveness=http://0.0.0.0:8080/healthz"]
+CMD ["--liveness=http://0.0.0.0:8081/healthz"]

@@ -242,6 +242,7 @@ class Demo:
   export KUBECONFIG={self.kubeconfig}
   {self._kubectl} -n {NAMESPACE} get mdep -o yaml
   {self._kubectl} -n {NAMESPACE} get events
+  PATH={ROOT / ".venv" / "bin"}:$PATH {self._kubectl} modeldeploy get {NAME} -n {NAMESPACE}
   curl -s -H 'Content-Type: text/csv' --data-binary @<(head -3 {self.model_dir}/heldout.csv \\
       | cut -d, -f2-) {url}
   operator log: {self.operator_log}
