@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from modeldeploy import __version__, serving
+from modeldeploy.console import run_command
 from modeldeploy.gitops import command as decisions
 
 
@@ -196,16 +197,7 @@ def _completion(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # a CLI prints one clear line, not a traceback
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
-            raise
-        print(f"modeldeploy {args.command}: {err}", file=sys.stderr)
-        return 1
+    return run_command(build_parser().parse_args(argv), "modeldeploy")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ follow; this console script is installed beside `modeldeploy` by pip.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from modeldeploy import __version__
+from modeldeploy.console import run_command
 from modeldeploy.gitops import command
 
 PROG = "kubectl modeldeploy"
@@ -50,16 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # one clear line, as kubectl does, not a traceback
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
-            raise
-        print(f"{PROG} {args.command}: {err}", file=sys.stderr)
-        return 1
+    return run_command(build_parser().parse_args(argv), PROG)
 
 
 if __name__ == "__main__":
