@@ -75,7 +75,7 @@ def cpu_us(fn: Callable[[], object], calls: int) -> float:
 
 
 def per_call(model_tar: Path, body: bytes) -> dict[str, float]:
-    from modeldeploy.metrics import ServeMetrics, create_serve_board
+    from modeldeploy.serving.metrics import ServeMetrics, create_serve_board
     from modeldeploy.serving.model import load_model
     from modeldeploy.serving.server import App
 

@@ -1,8 +1,8 @@
-"""Prometheus metrics (modeldeploy/metrics.py): `modeldeploy serve`'s /metrics in a real server
-process with several workers, the operator's metrics as a real pipeline moves (the local
-provider through the kopf handlers), the botocore hooks against a real HTTP server that
-throttles, the operator's own /metrics endpoint, and the Grafana dashboard, whose every query
-must name a metric that the operator or serve really exports.
+"""Prometheus metrics (modeldeploy/metrics.py, modeldeploy/serving/metrics.py): `modeldeploy
+serve`'s /metrics in a real server process with several workers, the operator's metrics as a
+real pipeline moves (the local provider through the kopf handlers), the botocore hooks against
+a real HTTP server that throttles, the operator's own /metrics endpoint, and the Grafana
+dashboard, whose every query must name a metric that the operator or serve really exports.
 
 The end-to-end scrape of the operator process is in tests/test_e2e.py.
 """
@@ -28,11 +28,13 @@ import pytest
 from botocore.config import Config
 from driver import Resource
 from operator_process import Samples, free_port, parse_metrics
+from prometheus_client import generate_latest
 from test_serving import Server
 
 from modeldeploy import handlers, metrics
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.sagemaker import SageMakerProvider
+from modeldeploy.serving import metrics as serve_metrics
 from modeldeploy.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ def value(samples: Samples, metric: str, /, **labels: str) -> float:
 
 
 def operator_samples() -> Samples:
-    return parse_metrics(metrics.generate_latest(metrics.REGISTRY).decode())
+    return parse_metrics(generate_latest(metrics.REGISTRY).decode())
 
 
 def names(samples: Samples) -> set[str]:
@@ -172,9 +174,9 @@ def test_serve_metrics_move_and_survive_a_worker_restart(served, rows: bytes) ->
 
 
 def test_one_board_sums_every_workers_slot() -> None:
-    fd = metrics.create_serve_board(3)
+    fd = serve_metrics.create_serve_board(3)
     try:
-        slots = [metrics.ServeMetrics(fd, slot) for slot in range(3)]
+        slots = [serve_metrics.ServeMetrics(fd, slot) for slot in range(3)]
         start = time.perf_counter_ns()
         for slot, board in enumerate(slots):
             for _ in range(slot + 1):
@@ -190,7 +192,7 @@ def test_one_board_sums_every_workers_slot() -> None:
             assert value(samples, "modeldeploy_serve_errors_total", status="other") == 1
             assert value(samples, "modeldeploy_serve_rows_total") == 30
         with pytest.raises(ValueError, match="slot 3"):
-            metrics.ServeMetrics(fd, 3)
+            serve_metrics.ServeMetrics(fd, 3)
     finally:
         os.close(fd)
 

@@ -22,9 +22,9 @@ from http import HTTPStatus
 import httptools
 import orjson
 
-from modeldeploy.metrics import ServeMetrics
 from modeldeploy.serving import codecs
 from modeldeploy.serving.accept import Acceptor, ConnectionBoard
+from modeldeploy.serving.metrics import ServeMetrics
 from modeldeploy.serving.model import Model, PredictionError
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from modeldeploy import metrics
-from modeldeploy.serving import accept, server
+from modeldeploy.serving import accept, metrics, server
 from modeldeploy.serving.model import ModelLoadError, load_model
 
 log = logging.getLogger("modeldeploy.serving")
