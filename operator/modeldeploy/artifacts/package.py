@@ -14,6 +14,7 @@ import os
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 MODEL_MEMBER = "xgboost-model"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -160,3 +161,14 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def local_file(uri: str, limit: int, what: str, error: type[Exception]) -> Path:
+    """The regular file a file:// `uri` names, of at most `limit` bytes; otherwise the caller's
+    `error` with "URI: no such file" or "URI: WHAT is over LIMIT bytes"."""
+    path = Path(urlparse(uri).path)
+    if not path.is_file():
+        raise error(f"{uri}: no such file")
+    if path.stat().st_size > limit:
+        raise error(f"{uri}: {what} is over {limit} bytes")
+    return path

@@ -10,10 +10,10 @@ was trained into again since then holds another model's curves, and those are no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from urllib.parse import urlparse
 
 from modeldeploy.artifacts.metrics import MAX_METRICS_FILE
+from modeldeploy.artifacts.package import local_file
 from modeldeploy.providers.errors import ProviderError, TerminalError
 from modeldeploy.providers.local import LocalProvider
 from modeldeploy.remote import EndpointStatus, ModelVersion
@@ -31,12 +31,7 @@ from modeldeploy.report.sources import (
 def _read(uri: str) -> bytes:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        path = Path(parsed.path)
-        if not path.is_file():
-            raise TerminalError(f"{uri}: no such file")
-        if path.stat().st_size > MAX_METRICS_FILE:
-            raise TerminalError(f"{uri}: metrics file is over {MAX_METRICS_FILE} bytes")
-        return path.read_bytes()
+        return local_file(uri, MAX_METRICS_FILE, "metrics file", TerminalError).read_bytes()
     if parsed.scheme == "s3":
         import boto3  # the client the local provider's store uses for s3:// artifacts
 

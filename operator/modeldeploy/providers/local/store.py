@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from modeldeploy.artifacts import compat
 from modeldeploy.artifacts.inspect import ModelInfo
 from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
-from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
+from modeldeploy.artifacts.package import MAX_ARTIFACT, local_file, sha256_file
 from modeldeploy.providers.errors import TerminalError, aws, from_os
 
 SCHEMES = ("file", "s3")
@@ -43,12 +43,7 @@ def _fetch(uri: str, dest: Path) -> None:
         raise TerminalError(f"{uri}: the local provider reads file:// and s3:// artifacts")
     try:
         if parsed.scheme == "file":
-            source = Path(parsed.path)
-            if not source.is_file():
-                raise TerminalError(f"{uri}: no such file")
-            if source.stat().st_size > MAX_ARTIFACT:
-                raise TerminalError(f"{uri}: artifact is over {MAX_ARTIFACT} bytes")
-            shutil.copyfile(source, dest)
+            shutil.copyfile(local_file(uri, MAX_ARTIFACT, "artifact", TerminalError), dest)
         else:
             with aws(f"GetObject {uri}"):
                 _s3().download_file(parsed.netloc, parsed.path.lstrip("/"), str(dest))
