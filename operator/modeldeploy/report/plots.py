@@ -57,7 +57,11 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _curves(ax: Axes, lines: Sequence[Line], drawstyle: str) -> None:
+def _curves(
+    ax: Axes, lines: Sequence[Line], drawstyle: str, xlabel: str, ylabel: str, legend: str
+) -> None:
+    """Draw `lines` (after any chance line, whose legend entry then comes first), then the
+    limits, grid, axis labels and the legend at `legend`."""
     for line in lines:
         ax.plot(
             line.curve.x,
@@ -84,16 +88,16 @@ def _curves(ax: Axes, lines: Sequence[Line], drawstyle: str) -> None:
     ax.set_ylim(*LIMITS)
     ax.grid(True, color="#e5e5e5", linewidth=0.8)
     ax.set_axisbelow(True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc=legend, fontsize=9)
 
 
 def roc_figure(lines: Sequence[Line], title: str = "ROC curve (held-out rows)") -> Figure:
     """True against false positive rate; the diagonal is a model that guesses."""
     fig, ax = new_figure(title)
     ax.plot((0, 1), (0, 1), linestyle="--", color=CHANCE, linewidth=1, label="chance", zorder=2)
-    _curves(ax, lines, "default")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(loc="lower right", fontsize=9)
+    _curves(ax, lines, "default", "false positive rate", "true positive rate", "lower right")
     return fig
 
 
@@ -109,10 +113,7 @@ def pr_figure(
         ax.axhline(prevalence, linestyle="--", color=CHANCE, linewidth=1, label="chance")
     # "steps-pre": between two recalls the curve holds the precision of the right-hand point,
     # the rectangle average precision adds up.
-    _curves(ax, lines, "steps-pre")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.legend(loc="lower left", fontsize=9)
+    _curves(ax, lines, "steps-pre", "recall", "precision", "lower left")
     return fig
 
 
