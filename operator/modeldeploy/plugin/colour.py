@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partialmethod
 from typing import TextIO
 
 CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
@@ -24,20 +25,10 @@ class Palette:
             return text
         return f"\x1b[{CODES[style]}m{text}\x1b[0m"
 
-    def bold(self, text: str) -> str:
-        return self.paint(text, "bold")
-
-    def dim(self, text: str) -> str:
-        return self.paint(text, "dim")
-
-    def red(self, text: str) -> str:
-        return self.paint(text, "red")
-
-    def green(self, text: str) -> str:
-        return self.paint(text, "green")
-
-    def yellow(self, text: str) -> str:
-        return self.paint(text, "yellow")
-
-    def cyan(self, text: str) -> str:
-        return self.paint(text, "cyan")
+    # palette.bold(text), palette.red(text), ...: one per style in CODES.
+    bold = partialmethod(paint, style="bold")
+    dim = partialmethod(paint, style="dim")
+    red = partialmethod(paint, style="red")
+    green = partialmethod(paint, style="green")
+    yellow = partialmethod(paint, style="yellow")
+    cyan = partialmethod(paint, style="cyan")
