@@ -106,13 +106,10 @@ def _cluster(args: argparse.Namespace) -> int:
     return cluster_command(args.action, Path(args.state_dir))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="modeldeploy", description="GitOps delivery of bring-your-own XGBoost models."
-    )
-    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+_Subparsers = argparse._SubParsersAction
 
+
+def _add_run(sub: _Subparsers) -> None:
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
     run.add_argument("--default-provider", choices=["sagemaker", "local"])
@@ -120,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info")
     run.set_defaults(func=_run)
 
+
+def _add_train(sub: _Subparsers) -> None:
     train = sub.add_parser("train", help="train the seed XGBoost model and package it")
     train.add_argument("--output", "-o", required=True, help="directory to write into")
     train.add_argument(
@@ -130,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress display")
     train.set_defaults(func=_train)
 
+
+def _add_register(sub: _Subparsers) -> None:
     reg = sub.add_parser("register", help="upload a model.tar.gz to S3 and register a version")
     reg.add_argument("--group", required=True, help="model package group name")
     reg.add_argument("--artifact", required=True, help="path to model.tar.gz")
@@ -142,11 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--image", help="explicit serving image URI")
     reg.set_defaults(func=_register)
 
+
+def _add_plan(sub: _Subparsers) -> None:
     plan = sub.add_parser("plan", help="print what the operator would do; changes nothing")
     plan.add_argument("-f", "--file", required=True, help="ModelDeployment YAML file")
     plan.add_argument("--default-provider", choices=["sagemaker", "local"])
     plan.set_defaults(func=_plan)
 
+
+def _add_report(sub: _Subparsers) -> None:
     report = sub.add_parser(
         "report", help="compare a group's versions: metrics and ROC/PR curves in report.html"
     )
@@ -161,10 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--region", help="for sagemaker (default: AWS_REGION)")
     report.set_defaults(func=_report)
 
+
+def _add_serve(sub: _Subparsers) -> None:
     serve = sub.add_parser("serve", help=serving.HELP)
     serving.add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
+
+def _add_cluster(sub: _Subparsers) -> None:
     cluster = sub.add_parser(
         "cluster", help="a local control plane (etcd + kube-apiserver) for tests and demos"
     )
@@ -176,16 +185,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.set_defaults(func=_cluster)
 
+
+def _add_decisions(sub: _Subparsers) -> None:
     # approve | reject | promote | rollback NAME --version N [-f FILE]: decisions as commits
     # (a rewritten manifest) or as server-side apply on the live object; modeldeploy.gitops.
     decisions.add_parsers(sub)
 
+
+def _add_completion(sub: _Subparsers) -> None:
     completion = sub.add_parser(
         "completion",
         help="print a shell completion script, e.g. `source <(modeldeploy completion bash)`",
     )
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     completion.set_defaults(func=_completion)
+
+
+# The subcommands in the order `modeldeploy --help` lists them.
+SUBCOMMANDS = (
+    _add_run,
+    _add_train,
+    _add_register,
+    _add_plan,
+    _add_report,
+    _add_serve,
+    _add_cluster,
+    _add_decisions,
+    _add_completion,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy", description="GitOps delivery of bring-your-own XGBoost models."
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
