@@ -12,6 +12,17 @@ from modeldeploy import __version__, serving
 from modeldeploy.console import run_command
 from modeldeploy.gitops import command as decisions
 
+_Subparsers = argparse._SubParsersAction
+
+
+def _add_run(sub: _Subparsers) -> None:
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
+    run.add_argument("--default-provider", choices=["sagemaker", "local"])
+    run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=_run)
+
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
@@ -38,6 +49,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: _Subparsers) -> None:
+    train = sub.add_parser("train", help="train the seed XGBoost model and package it")
+    train.add_argument("--output", "-o", required=True, help="directory to write into")
+    train.add_argument(
+        "--framework-version",
+        help="SageMaker XGBoost image to write for (default: the one matching this xgboost)",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress display")
+    train.set_defaults(func=_train)
+
+
 def _train(args: argparse.Namespace) -> int:
     from modeldeploy.training.train import train
 
@@ -57,6 +80,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_register(sub: _Subparsers) -> None:
+    reg = sub.add_parser("register", help="upload a model.tar.gz to S3 and register a version")
+    reg.add_argument("--group", required=True, help="model package group name")
+    reg.add_argument("--artifact", required=True, help="path to model.tar.gz")
+    reg.add_argument("--metrics", help="path to evaluation.json")
+    reg.add_argument("--bucket", required=True, help="S3 bucket to upload into")
+    reg.add_argument("--prefix", help="S3 key prefix (default: the group name)")
+    reg.add_argument("--region", help="default: AWS_REGION / AWS_DEFAULT_REGION")
+    image = reg.add_mutually_exclusive_group()
+    image.add_argument("--framework-version", help="first-party XGBoost image version")
+    image.add_argument("--image", help="explicit serving image URI")
+    reg.set_defaults(func=_register)
+
+
 def _register(args: argparse.Namespace) -> int:
     from modeldeploy.registration import register_local_files
 
@@ -74,81 +111,17 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from modeldeploy.preview import preview_file
-
-    return preview_file(Path(args.file), default_provider=args.default_provider)
-
-
-def _report(args: argparse.Namespace) -> int:
-    from modeldeploy.report.compare import compare_group, summary
-
-    comparison = compare_group(
-        args.group,
-        versions=args.versions,
-        output=Path(args.output) if args.output else None,
-        provider=args.provider,
-        region=args.region,
-    )
-    print("\n".join(summary(comparison)))
-    print(comparison.report)
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serving.serve(args)
-
-
-def _cluster(args: argparse.Namespace) -> int:
-    from modeldeploy.cluster.command import cluster_command
-
-    return cluster_command(args.action, Path(args.state_dir))
-
-
-_Subparsers = argparse._SubParsersAction
-
-
-def _add_run(sub: _Subparsers) -> None:
-    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
-    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
-    run.add_argument("--default-provider", choices=["sagemaker", "local"])
-    run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--log-level", default="info")
-    run.set_defaults(func=_run)
-
-
-def _add_train(sub: _Subparsers) -> None:
-    train = sub.add_parser("train", help="train the seed XGBoost model and package it")
-    train.add_argument("--output", "-o", required=True, help="directory to write into")
-    train.add_argument(
-        "--framework-version",
-        help="SageMaker XGBoost image to write for (default: the one matching this xgboost)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--quiet", action="store_true", help="no progress display")
-    train.set_defaults(func=_train)
-
-
-def _add_register(sub: _Subparsers) -> None:
-    reg = sub.add_parser("register", help="upload a model.tar.gz to S3 and register a version")
-    reg.add_argument("--group", required=True, help="model package group name")
-    reg.add_argument("--artifact", required=True, help="path to model.tar.gz")
-    reg.add_argument("--metrics", help="path to evaluation.json")
-    reg.add_argument("--bucket", required=True, help="S3 bucket to upload into")
-    reg.add_argument("--prefix", help="S3 key prefix (default: the group name)")
-    reg.add_argument("--region", help="default: AWS_REGION / AWS_DEFAULT_REGION")
-    image = reg.add_mutually_exclusive_group()
-    image.add_argument("--framework-version", help="first-party XGBoost image version")
-    image.add_argument("--image", help="explicit serving image URI")
-    reg.set_defaults(func=_register)
-
-
 def _add_plan(sub: _Subparsers) -> None:
     plan = sub.add_parser("plan", help="print what the operator would do; changes nothing")
     plan.add_argument("-f", "--file", required=True, help="ModelDeployment YAML file")
     plan.add_argument("--default-provider", choices=["sagemaker", "local"])
     plan.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from modeldeploy.preview import preview_file
+
+    return preview_file(Path(args.file), default_provider=args.default_provider)
 
 
 def _add_report(sub: _Subparsers) -> None:
@@ -167,10 +140,30 @@ def _add_report(sub: _Subparsers) -> None:
     report.set_defaults(func=_report)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from modeldeploy.report.compare import compare_group, summary
+
+    comparison = compare_group(
+        args.group,
+        versions=args.versions,
+        output=Path(args.output) if args.output else None,
+        provider=args.provider,
+        region=args.region,
+    )
+    print("\n".join(summary(comparison)))
+    print(comparison.report)
+    return 0
+
+
 def _add_serve(sub: _Subparsers) -> None:
     serve = sub.add_parser("serve", help=serving.HELP)
     serving.add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return serving.serve(args)
 
 
 def _add_cluster(sub: _Subparsers) -> None:
@@ -186,6 +179,12 @@ def _add_cluster(sub: _Subparsers) -> None:
     cluster.set_defaults(func=_cluster)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from modeldeploy.cluster.command import cluster_command
+
+    return cluster_command(args.action, Path(args.state_dir))
+
+
 def _add_decisions(sub: _Subparsers) -> None:
     # approve | reject | promote | rollback NAME --version N [-f FILE]: decisions as commits
     # (a rewritten manifest) or as server-side apply on the live object; modeldeploy.gitops.
@@ -199,6 +198,13 @@ def _add_completion(sub: _Subparsers) -> None:
     )
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     completion.set_defaults(func=_completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab  # generates the script from this very parser, so it never goes stale
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
 
 
 # The subcommands in the order `modeldeploy --help` lists them.
@@ -224,13 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(sub)
     return parser
-
-
-def _completion(args: argparse.Namespace) -> int:
-    import shtab  # generates the script from this very parser, so it never goes stale
-
-    print(shtab.complete(build_parser(), shell=args.shell))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
