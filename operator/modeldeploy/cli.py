@@ -102,7 +102,7 @@ def _register(args: argparse.Namespace) -> int:
         artifact=Path(args.artifact),
         metrics=Path(args.metrics) if args.metrics else None,
         bucket=args.bucket,
-        prefix=args.prefix,
+        prefix=args.prefix or "",
         region=args.region,
         framework_version=args.framework_version,
         image=args.image,

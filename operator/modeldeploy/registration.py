@@ -22,7 +22,7 @@ def register_local_files(
     artifact: Path,
     metrics: Path | None,
     bucket: str,
-    prefix: str | None = None,
+    prefix: str = "",  # the S3 key prefix; empty: the group name
     region: str | None = None,
     framework_version: str | None = None,
     image: str | None = None,
