@@ -16,6 +16,7 @@ record, and starts, stops and writes nothing.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,31 @@ def stop(pid: int | None, model: str | None) -> None:
     processes.stop(pid, arg=model or "", grace=STOP_GRACE)
 
 
+# A native backtrace (xgboost's `[bt] (6) ...`, a Python `  File "...", line 3`) says where, not
+# why: the reason is the line before the frames.
+_FRAME = re.compile(
+    r"^\s*(\[bt\]|Stack trace:|Traceback \(most recent call last\)|File \"|at |#\d+ )"
+)
+_SAYS_WHY = re.compile(r"Error|error:|Exception|exception:|No such file|denied|refused")
+MAX_REASON = 500
+
+
+def reason_line(log: str) -> str:
+    """The line of a server log that says why it stopped: the last line naming an error
+    ("Error", "error:", ...), else the last line that is neither blank nor a backtrace frame."""
+    lines = [ln.strip() for ln in log.splitlines()]
+    lines = [ln for ln in lines if ln and not _FRAME.match(ln)]
+    if not lines:
+        return ""
+    why = next((ln for ln in reversed(lines) if _SAYS_WHY.search(ln)), lines[-1])
+    return why[:MAX_REASON]
+
+
+def first_line(answer: str) -> str:
+    """The first non-blank line of an endpoint's answer, bounded."""
+    return next((ln.strip() for ln in answer.splitlines() if ln.strip()), "")[:300]
+
+
 class ProcessHosting:
     def __init__(self, state: State, root: Path, workers: int = 1, *, supervise: bool = True):
         self.state = state
@@ -88,10 +114,12 @@ class ProcessHosting:
 
     def _tail(self, name: str, config: str) -> str:
         try:
-            lines = self._log(name, config).read_text(errors="replace").strip().splitlines()
+            with open(self._log(name, config), "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))  # the end says why
+                text = f.read().decode(errors="replace")
         except OSError:
             return "no log"
-        return " | ".join(lines[-3:])[-500:] or "no output"
+        return reason_line(text) or "no output"
 
     # -- the life cycle ------------------------------------------------------------------------
 
@@ -234,7 +262,11 @@ def post_invocation(
             body = resp.read()
             ctype = resp.headers.get("Content-Type", "text/csv")
     except urllib.error.HTTPError as err:
-        raise from_endpoint(err.code, err.read().decode(errors="replace")[:300]) from err
+        try:
+            answer = first_line(err.read(64 * 1024).decode(errors="replace"))
+        except OSError:  # the answer broke off: its status still says something
+            answer = ""
+        raise from_endpoint(err.code, answer or f"{err.reason} (no answer body)") from err
     except (urllib.error.URLError, OSError) as err:
         raise unreachable(err, f"endpoint {name}") from err
     return InvokeResult(body, ctype, (time.perf_counter() - start) * 1000)
