@@ -18,10 +18,15 @@ import os
 import socket
 from collections.abc import Callable
 
+from modeldeploy.serving.limits import Limits
+
 log = logging.getLogger(__name__)
 
 # How long a busier worker leaves a pending connection to the others.
 DEFER_SECONDS = 0.005
+# How long accept() rests after a failure, doubling while failures go on.
+MIN_BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 2.0
 _SLOT = 8  # one int64 count per worker
 
 
@@ -54,7 +59,14 @@ class ConnectionBoard:
 
 
 class Acceptor:
-    """Accepts connections on a shared listening socket, one per wake-up."""
+    """Accepts connections on a shared listening socket, one per wake-up.
+
+    It stops watching the socket while this worker holds `limits.max_connections` connections
+    (back-pressure: the kernel queues new clients, or another worker takes them) and starts
+    again below that; when `accept()` itself fails (out of file descriptors, EMFILE/ENFILE,
+    or out of buffers) it backs off, doubling up to MAX_BACKOFF_SECONDS, and logs once per
+    `limits.accept_log_interval` with the number of failures since the last log.
+    """
 
     def __init__(
         self,
@@ -62,22 +74,49 @@ class Acceptor:
         sock: socket.socket,
         factory: Callable[[], asyncio.Protocol],
         board: ConnectionBoard | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.factory = factory
         self.board = board
+        self.limits = limits or Limits()
+        self.open = 0  # this worker's connections, counted at accept()
         self.deferred = False
+        self.waiting = False  # a deferral or a back-off is pending
+        self.full = False
+        self.reading = False
         self.closed = False
+        self.backoff = 0.0
+        self.failures = 0
+        self.logged_at = -float("inf")
         self.tasks: set[asyncio.Task[object]] = set()
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self._update_reader()
+
+    def _update_reader(self) -> None:
+        wanted = not (self.closed or self.full or self.waiting)
+        if wanted != self.reading:
+            self.reading = wanted
+            if wanted:
+                self.loop.add_reader(self.sock.fileno(), self._on_readable)
+            else:
+                self.loop.remove_reader(self.sock.fileno())
+
+    def _wait(self, seconds: float) -> None:
+        self.waiting = True
+        self._update_reader()
+        self.loop.call_later(seconds, self._resume)
+
+    def _resume(self) -> None:
+        # After a deferral `deferred` stays set: what is pending now was left by the others.
+        self.waiting = False
+        self._update_reader()
 
     def _on_readable(self) -> None:
         if self.board is not None and not self.deferred and self.board.busier_than_others():
             self.deferred = True
-            self.loop.remove_reader(self.sock.fileno())
-            self.loop.call_later(DEFER_SECONDS, self._resume)
+            self._wait(DEFER_SECONDS)
             return
         self.deferred = False
         try:
@@ -85,16 +124,53 @@ class Acceptor:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it
         except OSError as exc:  # e.g. out of file descriptors: keep serving the others
-            log.warning("accept failed: %s", exc)
+            self._accept_failed(exc)
             return
+        self.backoff = 0.0
         conn.setblocking(False)
         # Count it now: the protocol only starts on a later loop iteration, and the next
         # wake-up must already see this connection.
+        self.open += 1
         if self.board is not None:
             self.board.add(1)
         task = self.loop.create_task(self._start(conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if self.open >= self.limits.max_connections:
+            self.full = True
+            self._update_reader()
+            self._report(
+                f"{self.open} connections open, the cap (MODELDEPLOY_SERVE_MAX_CONNECTIONS)"
+            )
+
+    def _accept_failed(self, exc: OSError) -> None:
+        self.backoff = min(MAX_BACKOFF_SECONDS, max(MIN_BACKOFF_SECONDS, self.backoff * 2))
+        self.failures += 1
+        self._report(f"accept() failed: {exc}")
+        self._wait(self.backoff)
+
+    def _report(self, what: str) -> None:
+        """Log `what` unless something was logged within the interval."""
+        now = self.loop.time()
+        if now - self.logged_at < self.limits.accept_log_interval:
+            return
+        self.logged_at = now
+        log.warning(
+            "%s; not accepting for now (%d accept() failures since the last report, "
+            "%d connections open, back-off %.2f s)",
+            what,
+            self.failures,
+            self.open,
+            self.backoff,
+        )
+        self.failures = 0
+
+    def connection_closed(self) -> None:
+        """One of this worker's connections closed: accept again if it was at the cap."""
+        self.open -= 1
+        if self.full and self.open < self.limits.max_connections:
+            self.full = False
+            self._update_reader()
 
     async def _start(self, conn: socket.socket) -> None:
         try:
@@ -104,12 +180,8 @@ class Acceptor:
             conn.close()
             if self.board is not None:
                 self.board.add(-1)
-
-    def _resume(self) -> None:
-        # Still `deferred`: whatever is pending now was left by the others, so take it.
-        if not self.closed:
-            self.loop.add_reader(self.sock.fileno(), self._on_readable)
+            self.connection_closed()
 
     def close(self) -> None:
         self.closed = True
-        self.loop.remove_reader(self.sock.fileno())
+        self._update_reader()

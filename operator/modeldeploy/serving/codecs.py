@@ -17,6 +17,8 @@ import orjson
 import scipy.sparse
 import simdjson
 
+from modeldeploy.serving.limits import echo
+
 CSV = "text/csv"
 LIBSVM = "text/libsvm"
 JSON = "application/json"
@@ -55,7 +57,7 @@ def request_type(header: bytes | None) -> str:
     except KeyError:
         raise RequestError(
             415,
-            f"Content-Type {media!r} is not supported; use text/csv or text/libsvm",
+            f"Content-Type {echo(media)} is not supported; use text/csv or text/libsvm",
         ) from None
 
 
@@ -84,8 +86,7 @@ def response_type(header: bytes | None) -> str:
             return _WILDCARDS[media]
     raise RequestError(
         406,
-        f"Accept {header.decode('latin-1')!r} is not supported; "
-        f"use one of {', '.join(RESPONSE_TYPES)}",
+        f"Accept {echo(header)} is not supported; use one of {', '.join(RESPONSE_TYPES)}",
     )
 
 
@@ -111,9 +112,11 @@ def _csv_shape(text: bytes) -> tuple[int, int]:
 
 
 def _token_array(tokens: list[bytes], kind: str) -> np.ndarray:
-    if tokens and max(map(len, tokens)) > MAX_FIELD_BYTES:
+    """The tokens as one bytes array, at least 3 wide so that b"nan" fits in any item."""
+    width = max(map(len, tokens), default=0)
+    if width > MAX_FIELD_BYTES:
         raise RequestError(415, f"unparseable {kind}: a field is over {MAX_FIELD_BYTES} bytes")
-    return np.array(tokens)
+    return np.array(tokens, dtype=f"S{max(width, 3)}")
 
 
 class _NumberArrays:
@@ -193,27 +196,45 @@ def parse_libsvm(body: bytes, num_feature: int) -> scipy.sparse.csr_matrix:
     previous = row_of[np.maximum(labels - 1, 0)]
     if np.any((labels > 0) & (previous == row_of[labels])):
         raise RequestError(415, "unparseable libsvm: a value without an index inside a row")
-    head, _, tail = np.strings.partition(tokens[is_feature], b":")
     try:
         tokens[labels].astype(np.float64)
-        columns = head.astype(np.int64)
-        values = tail.astype(np.float64)
     except ValueError as exc:
-        raise RequestError(415, f"unparseable libsvm: {exc}") from None
-    if columns.size and columns.min() < 0:
-        raise RequestError(415, "unparseable libsvm: negative feature index")
-    if columns.size and columns.max() >= num_feature:
+        raise RequestError(415, f"unparseable libsvm: a label is not a number: {exc}") from None
+    if not is_feature.any():
         raise RequestError(
-            400,
-            f"feature count mismatch: the libsvm rows use feature index {int(columns.max())}, "
-            f"the model expects {num_feature} features (indices 0 to {num_feature - 1})",
+            415,
+            "unparseable libsvm: no index:value pair in the payload "
+            "(for comma-separated rows send Content-Type: text/csv)",
         )
+    columns, values = _libsvm_pairs(tokens[is_feature], num_feature)
     matrix = scipy.sparse.csr_matrix(
         (values, (row_of[is_feature], columns)), shape=(rows, num_feature)
     )
     if matrix.nnz != values.size:
         raise RequestError(415, "unparseable libsvm: a feature index repeats within a row")
     return matrix
+
+
+def _libsvm_pairs(pairs: np.ndarray, num_feature: int) -> tuple[np.ndarray, np.ndarray]:
+    """The column indices and values of `index:value` tokens, checked against the model."""
+    head, _, tail = np.strings.partition(pairs, b":")
+    try:
+        values = tail.astype(np.float64)
+        columns = head.astype(np.int64)
+    except OverflowError:  # more digits than an int64 holds: an index far out of range
+        columns = None
+    except ValueError as exc:
+        raise RequestError(415, f"unparseable libsvm: {exc}") from None
+    if columns is not None and columns.min() < 0:
+        raise RequestError(415, "unparseable libsvm: negative feature index")
+    if columns is None or columns.max() >= num_feature:
+        index = "over 2**63" if columns is None else str(int(columns.max()))
+        raise RequestError(
+            400,
+            f"feature count mismatch: the libsvm rows use feature index {index}, "
+            f"the model expects {num_feature} features (indices 0 to {num_feature - 1})",
+        )
+    return columns, values
 
 
 def _csv_numbers(predictions: np.ndarray) -> bytes:

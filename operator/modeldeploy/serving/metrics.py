@@ -25,8 +25,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 SERVE_ROUTES = (b"/invocations", b"/ping", b"/execution-parameters")
 ROUTE_NAMES = ("invocations", "ping", "execution-parameters", "other")
-# The statuses the server answers with (serving/server.py); any other is counted as "other".
-SERVE_STATUSES = (200, 204, 400, 404, 405, 406, 413, 415, 500)
+# The statuses the server answers with (serving/server.py, serving/protocol.py); any other
+# is counted as "other".
+SERVE_STATUSES = (200, 204, 400, 404, 405, 406, 408, 413, 414, 415, 431, 500)
 SERVE_BUCKETS = (
     0.0001,
     0.00025,

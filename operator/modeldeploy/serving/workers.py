@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from modeldeploy.serving import accept, metrics, server
+from modeldeploy.serving.limits import Limits
 from modeldeploy.serving.model import ModelLoadError, load_model
 
 log = logging.getLogger("modeldeploy.serving")
@@ -65,6 +66,7 @@ def serve_main(
     _setup_logging()
     try:
         max_body = server.max_content_length()
+        limits = Limits.from_env()
         port = server.default_port() if port is None else port
     except ValueError as exc:
         log.error("modeldeploy serve: %s", exc)
@@ -92,7 +94,9 @@ def serve_main(
     )
     if workers == 1:
         with sock:
-            server.run(loaded, sock, max_body, on_ready=lambda: log.info("%s", banner))
+            server.run(
+                loaded, sock, max_body, on_ready=lambda: log.info("%s", banner), limits=limits
+            )
         log.info("stopped")
         return 0
     del loaded  # each worker loads its own copy; the parent only checked it
