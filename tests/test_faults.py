@@ -4,17 +4,26 @@ control plane's port across restarts, private local state, and reasons a person 
 from __future__ import annotations
 
 import http.server
+import json
+import logging
+import socket
+import ssl
 import stat
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from modeldeploy.cluster import ClusterPKI, ControlPlane
 from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.local.hosting_process import ProcessHosting, post_invocation
 from modeldeploy.providers.local.state import State
 from modeldeploy.remote import Endpoint, EndpointStatus
+
+# The session fixtures `control_plane` and `kubeconfig`.
+pytest_plugins = ["kube"]
 
 XGBOOST_DEATH = """\
 [08:01:02] WARNING: loading the model
@@ -80,3 +89,92 @@ def test_a_smoke_test_hitting_a_500_names_the_first_line_of_the_answer(answers_5
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def api_port(cp: ControlPlane) -> int:
+    return int(cp.status()["apiserver"]["url"].rsplit(":", 1)[1])
+
+
+def test_cluster_up_keeps_its_port_across_down_and_up(tmp_path: Path) -> None:
+    """A running operator's kubeconfig stays good across `cluster down` / `cluster up`; a port
+    taken in between is replaced with a notice saying what to do."""
+    cp = ControlPlane(tmp_path / "cp", detach=False)
+    try:
+        cp.up()
+        port = api_port(cp)
+        kubeconfig = cp.kubeconfig_path.read_text()
+        cp.down()
+        cp.up()
+        assert api_port(cp) == port
+        assert cp.kubeconfig_path.read_text() == kubeconfig
+        assert cp.notices == []
+
+        cp.down()
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            again = ControlPlane(tmp_path / "cp", detach=False)
+            again.up()
+            assert api_port(again) != port
+        assert len(again.notices) == 1
+        assert f"port {port} of the previous API server is taken" in again.notices[0]
+        assert str(again.kubeconfig_path) in again.notices[0]
+    finally:
+        cp.down(purge=True)
+
+
+def open_to_others(root: Path) -> list[str]:
+    return [
+        f"{p} {mode(p):o}"
+        for p in [root, *root.rglob("*")]
+        if not p.is_symlink() and mode(p) & 0o077
+    ]
+
+
+def etcd_get(url: str, ctx: ssl.SSLContext | None) -> bytes:
+    handlers = [urllib.request.ProxyHandler({})]
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    with urllib.request.build_opener(*handlers).open(url, timeout=5) as r:
+        return r.read()
+
+
+def test_etcd_answers_only_the_api_servers_certificate(control_plane: ControlPlane) -> None:
+    etcd = control_plane.status()["etcd"]
+    assert etcd["alive"] and etcd["version"], etcd  # status reads it with the etcd client cert
+    url, pki = etcd["url"], control_plane.pki
+    assert url.startswith("https://127.0.0.1:")
+    port = url.rsplit(":", 1)[1]
+    with pytest.raises(OSError):  # plain HTTP: no answer an etcd client could use
+        etcd_get(f"http://127.0.0.1:{port}/v3/kv/range", None)
+
+    def ctx(client: tuple[Path, Path] | None) -> ssl.SSLContext:
+        c = ssl.create_default_context(cafile=str(pki.etcd_ca.cert))
+        if client:
+            c.load_cert_chain(*map(str, client))
+        return c
+
+    with pytest.raises(OSError):  # TLS without a client certificate
+        etcd_get(f"{url}/version", ctx(None))
+    user = pki.mint_user("etcd-intruder", ["system:masters"])
+    with pytest.raises(OSError):  # a certificate of the cluster CA, even system:masters
+        etcd_get(f"{url}/version", ctx((user.cert, user.key)))
+    ok = etcd_get(f"{url}/health", ctx((pki.etcd_client.cert, pki.etcd_client.key)))
+    assert json.loads(ok)["health"] == "true"
+
+
+def test_control_plane_state_is_private(control_plane: ControlPlane) -> None:
+    assert mode(control_plane.state_dir) == 0o700
+    assert open_to_others(control_plane.state_dir) == []
+
+
+def test_an_open_state_dir_is_tightened_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir(mode=0o755)
+    pki_dir.chmod(0o755)
+    with caplog.at_level(logging.WARNING):
+        ClusterPKI(pki_dir).ensure()
+    assert open_to_others(pki_dir) == []
+    assert f"tightened {pki_dir} from 755 to 700" in caplog.text

@@ -10,14 +10,17 @@ child, and never counted as running.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+log = logging.getLogger(__name__)
 # Children started in this process, by pid: reaping goes through Popen so it knows the child
 # is gone (and does not warn, when collected, about a child it thinks still runs).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -129,3 +132,20 @@ def stop(
                 return True
             time.sleep(0.05)
     return _gone(pid)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only its owner can open (0700): created so, or tightened (with a
+    log line) when it exists with more. Everything under it is then closed to other users,
+    whatever the files' own modes."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        log.warning("tightened %s from %o to 700: it holds private state", path, mode)
+    return path
+
+
+def private_file(path: Path, flags: int) -> int:
+    """An `opener` for open(): files it creates are 0600 (an existing file keeps its mode)."""
+    return os.open(path, flags, 0o600)

@@ -14,10 +14,13 @@ def cluster_command(action: str, state_dir: Path) -> int:
     if action == "up":
         try:
             binaries = ensure_binaries()
-            kubeconfig = ControlPlane(state_dir, binaries).up()
+            started = ControlPlane(state_dir, binaries)
+            kubeconfig = started.up()
         except (ControlPlaneError, BinariesError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        for notice in started.notices:
+            print(f"warning: {notice}", file=sys.stderr)
         st = cp.status()
         api, etcd = st["apiserver"] or {}, st["etcd"] or {}
         print(f"control plane ready: {api.get('url')}")

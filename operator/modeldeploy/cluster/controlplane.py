@@ -4,9 +4,13 @@ There is no kubelet, scheduler or controller-manager: objects are stored and val
 admission apply, but nothing runs pods, garbage-collects owned objects or finishes namespace
 deletion. That is all an operator needs to be tested against the real API.
 
-Everything lives in `state_dir`: pki/, etcd-data/, the logs (etcd.log, kube-apiserver.log),
-state.json (pids and ports) and the admin kubeconfig. The processes run in their own session so
-they outlive the command that started them; `up` reuses them while they run, `down` stops them.
+Everything lives in `state_dir` (0700, its files 0600): pki/, etcd-data/, the logs (etcd.log,
+kube-apiserver.log), state.json (pids and ports) and the admin kubeconfig. etcd serves TLS on
+loopback and requires a client certificate of its own CA, which only the API server (and
+`status`) holds: no other local user or certificate reaches the store behind RBAC. `down` keeps
+the ports, and the next `up` binds them again when free, so clients keep their kubeconfigs.
+The processes run in their own session so they outlive the command that started them; `up`
+reuses them while they run, `down` stops them.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class ControlPlane:
         self.pki = ClusterPKI(self.state_dir / "pki")
         self.kubeconfig_path = self.state_dir / "kubeconfig"
         self._state_file = self.state_dir / "state.json"
+        # What `up` wants a person to know (a port that could not be kept), for the CLI to print.
+        self.notices: list[str] = []
 
     def _log(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"
@@ -93,14 +99,16 @@ class ControlPlane:
 
     def _write_state(self, state: dict[str, Any]) -> None:
         tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "w", opener=processes.private_file) as f:
+            f.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
         tmp.replace(self._state_file)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         # Serialises up/down across processes sharing a state dir (two terminals, test workers).
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / ".lock", "w") as f:
+        processes.private_dir(self.state_dir)
+        with open(self.state_dir / ".lock", "w", opener=processes.private_file) as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -126,23 +134,44 @@ class ControlPlane:
             if self._running(api):  # an API server without its etcd is of no use
                 _stop(api["pid"], api["argv0"])
             binaries = self._binaries or ensure_binaries()
+            # The ports of the last run, kept by `down`: a client (an operator) that read the
+            # kubeconfig before finds the API server where it was.
+            ports = state.get("ports") or {}
+            prev_etcd = etcd or {
+                "client_port": ports.get("etcd"),
+                "peer_port": ports.get("etcd_peer"),
+            }
+            prev_api = api or {"port": ports.get("apiserver")}
+            wanted = prev_api.get("port")
             deadline = time.monotonic() + timeout
             attempts = 3  # a chosen free port can be taken before the server binds it
             for attempt in range(1, attempts + 1):
                 try:
                     if not self._running(etcd):
-                        etcd = self._start_etcd(binaries, (etcd or {}) if attempt == 1 else {})
+                        etcd = self._start_etcd(binaries, prev_etcd if attempt == 1 else {})
                         state["etcd"] = etcd
                         self._write_state(state)
                         self._wait_etcd(etcd, deadline)
-                    api = self._start_apiserver(binaries, etcd, (api or {}) if attempt == 1 else {})
+                    api = self._start_apiserver(binaries, etcd, prev_api if attempt == 1 else {})
                     state["apiserver"] = api
+                    state["ports"] = {
+                        "etcd": etcd["client_port"],
+                        "etcd_peer": etcd["peer_port"],
+                        "apiserver": api["port"],
+                    }
                     self._write_state(state)
                     self._wait_ready(api, max(1.0, deadline - time.monotonic()))
                     break
                 except _ExitedEarly:
                     if attempt == attempts:
                         raise
+            if wanted and api["port"] != wanted:
+                self.notices.append(
+                    f"port {wanted} of the previous API server is taken by another program: "
+                    f"the API server now listens on {api['port']}. Kubeconfigs written before "
+                    f"(and any operator started with one) still point to {wanted}: give them "
+                    f"{self.kubeconfig_path} (or user kubeconfigs minted again) and restart them"
+                )
             self._write_kubeconfig(api["port"])
             return self.kubeconfig_path
 
@@ -179,7 +208,8 @@ class ControlPlane:
         }
         if etcd:
             alive = self._running(etcd)
-            version = self._get_json(f"{etcd['url']}/version") if alive else None
+            ctx = self._etcd_ssl_context()
+            version = self._get_json(f"{etcd['url']}/version", ctx) if alive else None
             out["etcd"] = {
                 "pid": etcd["pid"],
                 "alive": alive,
@@ -219,7 +249,7 @@ class ControlPlane:
     # -- etcd --------------------------------------------------------------------------------
 
     def _spawn(self, argv: list[str], log: Path) -> int:
-        with open(log, "ab") as out:
+        with open(log, "ab", opener=processes.private_file) as out:
             out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {argv[0]}\n".encode())
             out.flush()
             proc = subprocess.Popen(
@@ -239,8 +269,9 @@ class ControlPlane:
             client_port, peer_port = old
         else:
             client_port, peer_port = processes.free_ports(2)
-        client = f"http://{LOOPBACK}:{client_port}"
-        peer = f"http://{LOOPBACK}:{peer_port}"
+        client = f"https://{LOOPBACK}:{client_port}"
+        peer = f"https://{LOOPBACK}:{peer_port}"
+        ca, own = self.pki.etcd_ca.cert, self.pki.etcd_server
         argv = [
             str(binaries.etcd),
             "--name=modeldeploy",
@@ -250,6 +281,15 @@ class ControlPlane:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=modeldeploy={peer}",
+            # Clients and the peer link need a certificate of etcd's own CA.
+            "--client-cert-auth",
+            f"--trusted-ca-file={ca}",
+            f"--cert-file={own.cert}",
+            f"--key-file={own.key}",
+            "--peer-client-cert-auth",
+            f"--peer-trusted-ca-file={ca}",
+            f"--peer-cert-file={own.cert}",
+            f"--peer-key-file={own.key}",
             # A throwaway local store: skipping fsync makes writes fast on shared disks.
             "--unsafe-no-fsync",
             "--log-level=warn",
@@ -265,7 +305,7 @@ class ControlPlane:
 
     def _wait_etcd(self, etcd: dict[str, Any], deadline: float) -> None:
         while True:
-            health = self._get_json(f"{etcd['url']}/health")
+            health = self._get_json(f"{etcd['url']}/health", self._etcd_ssl_context())
             if health and health.get("health") == "true":
                 return
             self._check_alive(etcd, "etcd")
@@ -283,13 +323,16 @@ class ControlPlane:
         if not (port and processes.port_free(port)):
             (port,) = processes.free_ports(1)
         cert_dir = self.state_dir / "apiserver-certs"
-        cert_dir.mkdir(exist_ok=True)
+        processes.private_dir(cert_dir)
         pki = self.pki
         # envtest's flag set: RBAC, service-account issuer and keys, no ServiceAccount admission
         # (no controller creates the default ServiceAccount), loopback only.
         argv = [
             str(binaries.kube_apiserver),
             f"--etcd-servers={etcd['url']}",
+            f"--etcd-cafile={pki.etcd_ca.cert}",
+            f"--etcd-certfile={pki.etcd_client.cert}",
+            f"--etcd-keyfile={pki.etcd_client.key}",
             f"--bind-address={LOOPBACK}",
             f"--advertise-address={LOOPBACK}",
             f"--secure-port={port}",
@@ -312,6 +355,11 @@ class ControlPlane:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
         client = client or self.pki.admin
         ctx.load_cert_chain(str(client.cert), str(client.key))
+        return ctx
+
+    def _etcd_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.etcd_ca.cert))
+        ctx.load_cert_chain(str(self.pki.etcd_client.cert), str(self.pki.etcd_client.key))
         return ctx
 
     def _readyz(self, api: dict[str, Any]) -> bool:
@@ -338,8 +386,9 @@ class ControlPlane:
                 f"{name} exited during startup; {self._log(name)}:\n{_log_tail(self._log(name))}"
             )
 
-    def _get_json(self, url: str) -> dict[str, Any] | None:
-        ctx = self._ssl_context() if url.startswith("https:") else None
+    def _get_json(self, url: str, ctx: ssl.SSLContext | None = None) -> dict[str, Any] | None:
+        if ctx is None and url.startswith("https:"):
+            ctx = self._ssl_context()
         try:
             with _opener(ctx).open(url, timeout=2) as r:
                 return json.loads(r.read())

@@ -1,8 +1,11 @@
 """Certificates and keys for a local control plane (the `cryptography` package).
 
-One CA signs everything: the API server's serving certificate, and client certificates whose
-subject the API server maps to a user (CN) and groups (O). The service-account signing key is a
-separate RSA key pair, as kube-apiserver requires for its tokens.
+One CA signs the API server's serving certificate and client certificates whose subject the
+API server maps to a user (CN) and groups (O). etcd has a CA of its own, as kubeadm sets it up:
+etcd trusts any certificate its CA signed, so a user certificate of the cluster CA must not open
+etcd. It signs etcd's certificate (serving and peer) and the API server's etcd client
+certificate, and nothing else. The service-account signing key is a separate RSA key pair, as
+kube-apiserver requires for its tokens. Every file is 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from modeldeploy.processes import private_dir
 
 # Names clients may use for the API server: loopback, plus the in-cluster service names so a
 # token's audience and a pod-style client both validate.
@@ -64,6 +69,22 @@ class ClusterPKI:
         return CertPair(self.dir / "admin.crt", self.dir / "admin.key")
 
     @property
+    def etcd_ca(self) -> CertPair:
+        return CertPair(self.dir / "etcd-ca.crt", self.dir / "etcd-ca.key")
+
+    @property
+    def etcd_server(self) -> CertPair:
+        """etcd's serving certificate, also its peer certificate (server and client auth)."""
+        return CertPair(self.dir / "etcd-server.crt", self.dir / "etcd-server.key")
+
+    @property
+    def etcd_client(self) -> CertPair:
+        """The API server's (and `status`'s) client certificate for etcd."""
+        return CertPair(
+            self.dir / "apiserver-etcd-client.crt", self.dir / "apiserver-etcd-client.key"
+        )
+
+    @property
     def sa_public_key(self) -> Path:
         return self.dir / "sa.pub"
 
@@ -76,13 +97,16 @@ class ClusterPKI:
             self.ca.exists()
             and self.serving.exists()
             and self.admin.exists()
+            and self.etcd_ca.exists()
+            and self.etcd_server.exists()
+            and self.etcd_client.exists()
             and self.sa_public_key.is_file()
             and self.sa_private_key.is_file()
         )
 
     def ensure(self) -> ClusterPKI:
         """Create whatever is missing; keep what exists so kubeconfigs stay valid across runs."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         if not self.ca.exists():
             # A new CA invalidates everything it signed before.
             write_ca(self.ca, "modeldeploy-local-ca")
@@ -92,6 +116,14 @@ class ClusterPKI:
             mint_serving_cert(self.ca, self.serving)
         if not self.admin.exists():
             mint_client_cert(self.ca, self.admin, "admin", ["system:masters"])
+        if not self.etcd_ca.exists():
+            write_ca(self.etcd_ca, "modeldeploy-local-etcd-ca")
+            for stale in (self.etcd_server, self.etcd_client):
+                stale.cert.unlink(missing_ok=True)
+        if not self.etcd_server.exists():
+            mint_etcd_server_cert(self.etcd_ca, self.etcd_server)
+        if not self.etcd_client.exists():
+            mint_client_cert(self.etcd_ca, self.etcd_client, "kube-apiserver-etcd-client")
         if not (self.sa_public_key.is_file() and self.sa_private_key.is_file()):
             write_service_account_keys(self.sa_private_key, self.sa_public_key)
         return self
@@ -100,7 +132,7 @@ class ClusterPKI:
         """A client certificate for `user` in `groups`, under users/ (re-minted on each call)."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
         pair = CertPair(self.dir / "users" / f"{safe}.crt", self.dir / "users" / f"{safe}.key")
-        pair.cert.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(pair.cert.parent)
         return mint_client_cert(self.ca, pair, user, groups)
 
 
@@ -115,7 +147,11 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Create with 0600 from the start: never a moment where the key is world-readable.
+    _write_private(path, data)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # Create with 0600 from the start: never a moment where the file is world-readable.
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -123,7 +159,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _load(pair: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -183,7 +219,7 @@ def _leaf(
     ca: CertPair,
     out: CertPair,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: x509.ObjectIdentifier | Sequence[x509.ObjectIdentifier],
     san: x509.SubjectAlternativeName | None = None,
 ) -> CertPair:
     ca_cert, ca_key = _load(ca)
@@ -195,7 +231,12 @@ def _leaf(
             _key_usage(ca=False),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [usage] if isinstance(usage, x509.ObjectIdentifier) else list(usage)
+            ),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
@@ -217,6 +258,16 @@ def mint_serving_cert(ca: CertPair, out: CertPair) -> CertPair:
     return _leaf(ca, out, subject, ExtendedKeyUsageOID.SERVER_AUTH, san)
 
 
+def mint_etcd_server_cert(ca: CertPair, out: CertPair) -> CertPair:
+    """etcd on loopback: serving clients, and its own peer link (which is both ends)."""
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "etcd")])
+    usages = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _leaf(ca, out, subject, usages, san)
+
+
 def mint_client_cert(
     ca: CertPair, out: CertPair, user: str, groups: Sequence[str] = ()
 ) -> CertPair:
@@ -232,10 +283,11 @@ def write_service_account_keys(private_path: Path, public_path: Path) -> None:
     # RSA: the RS256 tokens every Kubernetes client library expects.
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(private_path, key)
-    public_path.write_bytes(
+    _write_private(
+        public_path,
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        ),
     )
 
 
