@@ -14,6 +14,7 @@ import re
 import struct
 from pathlib import Path
 
+from modeldeploy.artifacts import guard
 from modeldeploy.artifacts.inspect import (
     BASE_SCORE_PATH,
     ModelInfo,
@@ -22,7 +23,6 @@ from modeldeploy.artifacts.inspect import (
     ubj_loads,
     ubj_string,
 )
-from modeldeploy.artifacts.package import read_model_member
 
 Version = tuple[int, int, int]
 
@@ -179,10 +179,12 @@ def inspect_and_check(
     tar_path: Path, framework_version: str | None, image: str | None, source: str = ""
 ) -> tuple[ModelInfo, str]:
     """`check_artifact` that also returns what the inspection found. Error messages name
-    `source` (the URI a user gave) instead of the local copy at `tar_path`."""
+    `source` (the URI a user gave) instead of the local copy at `tar_path`.
+
+    The inspection runs in a subprocess under the artifact memory and time limits
+    (`artifacts.guard`); over a limit is an UnsafeArtifactError naming it."""
     try:
-        info = inspect_model_bytes(read_model_member(tar_path))
-        return info, check_info(info, framework_version, image)
+        return guard.inspect_file(Path(tar_path), framework_version=framework_version, image=image)
     except ValueError as err:
         if not source:
             raise

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+import sys
+from array import array
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from modeldeploy.artifacts.limits import MAX_DOCUMENT_VALUES, MAX_UBJ_NOOPS
 from modeldeploy.artifacts.package import UnsafeArtifactError
 
 NOT_NATIVE = "not an xgboost native model (JSON/UBJ); pickled models are refused"
@@ -33,6 +36,11 @@ _NUMERIC = {
     b"D": ">d",
 }
 _INT_MARKERS = (b"i", b"U", b"I", b"l", b"L")
+# Element types without a payload: a typed container of them costs nothing per element in the
+# file and a Python object each when decoded (a "typed array of nulls" bomb). xgboost never
+# writes them.
+_EMPTY_MARKERS = (b"Z", b"T", b"F", b"N")
+_ARRAY_CODES = {"i": "b", "U": "B", "I": "h", "l": "i", "L": "q", "d": "f", "D": "d"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,16 @@ class TypedArray:
 
     marker: str
     count: int
+    raw: memoryview | None = field(default=None, compare=False, repr=False)
+
+    def values(self) -> array:
+        """The elements, decoded (big-endian on disk, as UBJSON says)."""
+        out = array(_ARRAY_CODES[self.marker])
+        if self.raw is not None:
+            out.frombytes(self.raw)
+            if sys.byteorder == "little" and out.itemsize > 1:
+                out.byteswap()
+        return out
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,8 @@ class _UBJReader:
         self.pos = 0
         self.track = set(track)
         self.spans: dict[tuple[str, ...], tuple[int, int]] = {}
+        self.values = 0
+        self.noops = 0
 
     def _take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
@@ -81,6 +101,9 @@ class _UBJReader:
             m = bytes(self._take(1))
             if m != b"N":  # N is UBJ's no-op padding
                 return m
+            self.noops += 1
+            if self.noops > MAX_UBJ_NOOPS:
+                raise ValueError(f"UBJ no-op padding (over {MAX_UBJ_NOOPS} N markers)")
 
     def _number(self, marker: bytes) -> int | float:
         fmt = _NUMERIC[marker]
@@ -101,6 +124,9 @@ class _UBJReader:
     def value(self, path: tuple[str, ...] = (), marker: bytes | None = None) -> Any:
         if len(path) > _MAX_DEPTH:
             raise ValueError("UBJ data nested too deeply")
+        self.values += 1
+        if self.values > MAX_DOCUMENT_VALUES:
+            raise ValueError(f"UBJ document has over {MAX_DOCUMENT_VALUES} values (padding)")
         start = self.pos
         marker = marker or self._marker()
         result = self._value(path, marker)
@@ -132,6 +158,11 @@ class _UBJReader:
         if bytes(self.data[self.pos : self.pos + 1]) == b"$":
             self.pos += 1
             elem_type = bytes(self._take(1))
+            if elem_type in _EMPTY_MARKERS:
+                raise ValueError(
+                    f"UBJ typed container of {elem_type.decode()!r} elements (no payload, "
+                    f"e.g. an array of nulls) at byte {self.pos}; xgboost never writes one"
+                )
             if bytes(self._take(1)) != b"#":
                 raise ValueError("UBJ typed container without a count")
         if elem_type is not None or bytes(self.data[self.pos : self.pos + 1]) == b"#":
@@ -144,8 +175,8 @@ class _UBJReader:
         elem_type, count = self._container_header()
         if elem_type in _NUMERIC and count is not None:
             size = struct.calcsize(_NUMERIC[elem_type]) * count
-            self._take(size)  # bounds-checked skip
-            return TypedArray(elem_type.decode(), count)
+            raw = self._take(size)  # bounds-checked skip, kept undecoded
+            return TypedArray(elem_type.decode(), count, raw)
         items: list[Any] = []
         if count is not None:
             for _ in range(count):
@@ -202,8 +233,21 @@ def detect_format(data: bytes) -> Literal["ubj", "json"]:
     return "ubj"
 
 
+def _json_prescan(data: bytes) -> None:
+    """Refuse a JSON document with more values than any model within the limits has, counted
+    at C speed before json.loads builds a Python object for each."""
+    values = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if values > MAX_DOCUMENT_VALUES:
+        raise UnsafeArtifactError(
+            f"{NOT_NATIVE}: the JSON document has about {values} values, over the "
+            f"{MAX_DOCUMENT_VALUES} that a model within the tree and node limits can have"
+        )
+
+
 def load_document(data: bytes) -> tuple[dict[str, Any], Literal["ubj", "json"]]:
     fmt = detect_format(data)
+    if fmt == "json":
+        _json_prescan(data)
     try:
         if fmt == "json":
             doc = json.loads(data)
@@ -258,5 +302,9 @@ def inspect_document(doc: dict[str, Any], fmt: Literal["ubj", "json"]) -> ModelI
 
 def inspect_model_bytes(data: bytes) -> ModelInfo:
     """Describe a native xgboost model (JSON or UBJ). Anything else raises UnsafeArtifactError."""
+    from modeldeploy.artifacts.plausible import check_plausible
+
     doc, fmt = load_document(bytes(data))
-    return inspect_document(doc, fmt)
+    info = inspect_document(doc, fmt)
+    check_plausible(doc, info)
+    return info

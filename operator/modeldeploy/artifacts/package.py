@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -108,7 +109,7 @@ def _open(tar_path: Path) -> tarfile.TarFile:
         raise UnsafeArtifactError(f"{tar_path} is not a gzip-compressed tar (model.tar.gz)")
     try:
         return tarfile.open(tar_path, mode="r:gz")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise UnsafeArtifactError(f"{tar_path} is not a readable gzip tar: {exc}") from exc
 
 
@@ -129,7 +130,8 @@ def read_model_member(tar_path: Path, max_bytes: int = MAX_MODEL_BYTES) -> bytes
         with _open(Path(tar_path)) as tar:
             member = _model_member(tar, max_bytes)
             return _read(tar, member, max_bytes)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # zlib.error: a corrupt deflate stream. Corrupt input fails the same way every time.
         raise UnsafeArtifactError(f"{tar_path} is a corrupt gzip tar: {exc}") from exc
 
 
@@ -165,10 +167,15 @@ def sha256_file(path: Path) -> str:
 
 def local_file(uri: str, limit: int, what: str, error: type[Exception]) -> Path:
     """The regular file a file:// `uri` names, of at most `limit` bytes; otherwise the caller's
-    `error` with "URI: no such file" or "URI: WHAT is over LIMIT bytes"."""
+    `error` with "URI: no such file", "URI: is a directory, not a file" (and the like) or
+    "URI: WHAT is over LIMIT bytes"."""
     path = Path(urlparse(uri).path)
-    if not path.is_file():
+    if path.is_dir():
+        raise error(f"{uri}: is a directory, not a {what} file")
+    if not path.exists():
         raise error(f"{uri}: no such file")
+    if not path.is_file():
+        raise error(f"{uri}: is not a regular file (device, fifo or socket)")
     if path.stat().st_size > limit:
         raise error(f"{uri}: {what} is over {limit} bytes")
     return path

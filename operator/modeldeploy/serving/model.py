@@ -3,6 +3,8 @@
 The artifact is read without touching the disk: tars go through the same checks as
 registration (`artifacts.package`), and only xgboost's native JSON/UBJ formats reach xgboost
 (`artifacts.inspect` refuses pickles and anything else before `Booster.load_model` sees it).
+`load_model` first inspects the file in a subprocess under the artifact memory and time limits
+(`artifacts.guard`), so an implausible model is refused before this process parses it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import scipy.sparse
 import xgboost
 
+from modeldeploy.artifacts import guard
 from modeldeploy.artifacts.inspect import ModelInfo, inspect_model_bytes
 from modeldeploy.artifacts.package import (
     MAX_MODEL_BYTES,
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 TAR_NAME = "model.tar.gz"
 GZIP_MAGIC = b"\x1f\x8b"
+# Cells in the probe that checks the direct prediction path (16 rows of a narrow model).
+PROBE_CELLS = 1 << 16
 
 
 class ModelLoadError(Exception):
@@ -147,7 +152,8 @@ class Model:
     def _checked_fast_path(self) -> _DensePredict | None:
         """The direct C path if it scores exactly like `inplace_predict`, else None."""
         rng = np.random.default_rng(0)
-        probe = rng.normal(size=(16, self.num_feature)) * 100
+        rows = max(1, min(16, PROBE_CELLS // max(1, self.num_feature)))
+        probe = rng.normal(size=(rows, self.num_feature)) * 100
         probe[rng.random(probe.shape) < 0.2] = np.nan
         try:
             fast = _DensePredict(self.booster)
@@ -174,7 +180,13 @@ def load_model(path: Path, nthread: int = 1) -> Model:
     """Read, check and load the model behind `path`; ModelLoadError says what is wrong."""
     path = Path(path)
     try:
-        data = read_model_bytes(path)
+        model_file = _model_file(path)
+        with open(model_file, "rb") as f:
+            is_tar = f.read(2) == GZIP_MAGIC
+        guard.inspect_file(model_file, tar=is_tar, check=False)
+        data = read_model_bytes(model_file)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
     except UnsafeArtifactError as exc:
         raise ModelLoadError(f"{path}: {exc}") from exc
     return Model(data, source=str(path), nthread=nthread)

@@ -63,8 +63,10 @@ class ArtifactStore:
             digest = sha256_file(tar)
             try:
                 info, framework = compat.inspect_and_check(tar, framework_version, image, uri)
-            except ValueError as err:  # unsafe tar, pickle, version skew
+            except ValueError as err:  # unsafe tar, pickle, implausible, over a limit, skew
                 raise TerminalError(str(err)) from err
+            except OSError as err:  # the inspecting subprocess could not start
+                raise from_os(err, f"inspecting {uri}") from err
             final = self.root / "artifacts" / digest / "model.tar.gz"
             if not final.exists():
                 final.parent.mkdir(parents=True, exist_ok=True)
