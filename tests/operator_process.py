@@ -48,8 +48,9 @@ def parse_metrics(text: str) -> Samples:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, env: dict[str, str]) -> None:
+    def __init__(self, kubeconfig: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
+        self.args = args  # more `modeldeploy run` arguments (--liveness ...)
         # Metrics on a free loopback port of its own (kept across restarts), unless env says.
         self.env = {"MODELDEPLOY_METRICS_PORT": str(free_port()), **env}
         self.metrics_url = f"http://127.0.0.1:{self.env['MODELDEPLOY_METRICS_PORT']}/metrics"
@@ -63,7 +64,7 @@ class OperatorProcess:
         env["KUBECONFIG"] = str(self.kubeconfig)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modeldeploy", "run", "--log-level", "info"],
+                [sys.executable, "-m", "modeldeploy", "run", "--log-level", "info", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -10,20 +10,31 @@ import socket
 import ssl
 import stat
 import threading
+import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from kube import CRD_NAME, kubectl, kubectl_path
+from operator_process import OperatorProcess, free_port, wait_for
+from providers import deploy_request
 
-from modeldeploy.cluster import ClusterPKI, ControlPlane
+from modeldeploy import naming
+from modeldeploy.cluster import ClusterPKI, ControlPlane, wait_established
 from modeldeploy.providers.errors import TerminalError
+from modeldeploy.providers.local import LocalProvider
 from modeldeploy.providers.local.hosting_process import ProcessHosting, post_invocation
 from modeldeploy.providers.local.state import State
 from modeldeploy.remote import Endpoint, EndpointStatus
+from modeldeploy.spec import parse_spec
+from modeldeploy.training.train import train
 
 # The session fixtures `control_plane` and `kubeconfig`.
 pytest_plugins = ["kube"]
+ROOT = Path(__file__).resolve().parents[1]
 
 XGBOOST_DEATH = """\
 [08:01:02] WARNING: loading the model
@@ -178,3 +189,112 @@ def test_an_open_state_dir_is_tightened_with_a_log_line(
         ClusterPKI(pki_dir).ensure()
     assert open_to_others(pki_dir) == []
     assert f"tightened {pki_dir} from 755 to 700" in caplog.text
+
+
+# -- an API server outage under a running operator -------------------------------------------
+
+
+def failing_resource(kubeconfig: Path, ns: str, name: str) -> None:
+    """A ModelDeployment whose artifact does not exist: the operator's first pass writes a status
+    (the reason), which is all this needs to see that it reads and writes the API."""
+    doc = yaml.safe_load((ROOT / "manifests" / "examples" / "local.yaml").read_text())
+    doc["metadata"] |= {"name": name, "namespace": ns}
+    doc["spec"]["modelPackageGroup"]["name"] = name
+    doc["spec"]["model"]["artifact"] = f"file:///nonexistent/{name}/model.tar.gz"
+    doc["spec"]["model"].pop("metrics")
+    kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def has_status(kubeconfig: Path, ns: str, name: str) -> Callable[[], object]:
+    def probe() -> object:
+        found = kubectl(kubeconfig, "-n", ns, "get", "mdep", name, "-o", "json", check=False)
+        status = json.loads(found.stdout).get("status") if found.returncode == 0 else None
+        probe.last = status  # type: ignore[attr-defined]
+        return status and status.get("message")
+
+    return probe
+
+
+def liveness(url: str) -> int:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def outage_cluster(tmp_path: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path / "cp", detach=False)
+    try:
+        cp.up()
+        kubectl(cp.kubeconfig_path, "apply", "-f", str(ROOT / "crds" / "modeldeployment.yaml"))
+        wait_established(kubectl_path(), cp.kubeconfig_path, CRD_NAME)
+        kubectl(cp.kubeconfig_path, "create", "namespace", "outage")
+        yield cp
+    finally:
+        cp.down(purge=True)
+
+
+@pytest.mark.parametrize("outage", [15, 75], ids=["short", "longer-than-kopf-retries"])
+def test_the_operator_resumes_after_an_api_server_outage(
+    outage_cluster: ControlPlane, tmp_path: Path, outage: float
+) -> None:
+    cp, kc = outage_cluster, outage_cluster.kubeconfig_path
+    health = f"http://127.0.0.1:{free_port()}/healthz"
+    env = {"MODELDEPLOY_DEFAULT_PROVIDER": "local", "MODELDEPLOY_LOCAL_DIR": str(tmp_path / "l")}
+    op = OperatorProcess(kc, env, ("--liveness", health))
+    op.start()
+    try:
+        failing_resource(kc, "outage", "before")
+        wait_for("a status before the outage", has_status(kc, "outage", "before"), operator=op)
+        assert liveness(health) == 200
+
+        cp.down()
+        time.sleep(outage)
+        cp.up()
+        assert cp.notices == []  # the same port: the operator's kubeconfig still holds
+
+        failing_resource(kc, "outage", "after")
+        wait_for(
+            "a status written after the outage",
+            has_status(kc, "outage", "after"),
+            operator=op,
+            timeout=120,
+        )
+        assert liveness(health) == 200, op.tail()
+    finally:
+        op.stop()
+
+
+# -- private local state -------------------------------------------------------------------
+
+
+def test_local_provider_state_is_private(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = train(tmp_path / "model", progress=False)
+    root = tmp_path / "local"
+    root.mkdir()
+    root.chmod(0o755)  # as an earlier release left it
+    with caplog.at_level(logging.WARNING):
+        provider = LocalProvider(root)
+    assert f"tightened {root} from 755 to 700" in caplog.text
+    spec = parse_spec(
+        {
+            "provider": "local",
+            "modelPackageGroup": {"name": "g"},
+            "model": {"artifact": f"file://{model.model_tar}"},
+        }
+    )
+    provider.registry.ensure_group("g", None)
+    version = provider.registry.register_version(spec)
+    request = deploy_request(version, naming.endpoint_name("ns", "x", "staging"), config_name="c")
+    provider.hosting.deploy(request)
+    try:
+        assert [p.name for p in root.rglob("*.log")]  # the server's log is there
+        assert (root / "registry.db").is_file() and Path(version.artifact).is_file()
+        assert mode(root) == 0o700
+        assert open_to_others(root) == []
+    finally:
+        assert provider.hosting.delete(request.endpoint_name)

@@ -90,7 +90,7 @@ class ProcessHosting:
         self.workers = workers
         self.supervise = supervise
         if supervise:
-            self.logs.mkdir(parents=True, exist_ok=True)
+            processes.private_dir(self.logs)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/invocations"
@@ -99,7 +99,8 @@ class ProcessHosting:
         return self.logs / f"{name}--{config}.log"
 
     def _spawn(self, name: str, config: str, model: str, port: int) -> int:
-        with open(self._log(name, config), "ab") as log:  # the child keeps its own copy
+        # 0600: a server's log may quote payloads. The child keeps its own copy of the file.
+        with open(self._log(name, config), "ab", opener=processes.private_file) as log:
             proc = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "modeldeploy", "serve", "--model", model),

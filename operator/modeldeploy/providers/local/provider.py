@@ -4,7 +4,9 @@ Registry: a SQLite file (`state`) and a content-addressed artifact store. Hostin
 `modeldeploy serve` processes on loopback that speak the SageMaker XGBoost container contract
 (`hosting_process`), or, with MODELDEPLOY_LOCAL_HOSTING=kubernetes, a Deployment and a Service
 per endpoint running the same server in the cluster (`hosting_kubernetes`).
-State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy).
+State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy), which only its
+owner can open (0700, tightened with a log line when it was open): the registry, the artifacts
+and the servers' logs are 0600 files in 0700 directories.
 
 `LocalProvider(supervise=False)` only looks (a preview): the state is opened read-only,
 endpoint looks report what they see without starting, stopping or rewriting anything, and
@@ -17,12 +19,13 @@ import os
 from pathlib import Path
 
 from modeldeploy import metrics, naming
+from modeldeploy.processes import private_dir
 from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.interface import Hosting
 from modeldeploy.providers.local.hosting_process import ProcessHosting
 from modeldeploy.providers.local.registry import LocalRegistry
 from modeldeploy.providers.local.state import State
-from modeldeploy.providers.local.store import ArtifactStore
+from modeldeploy.providers.local.store import ArtifactStore, StoredArtifact
 from modeldeploy.remote import Observed, ObserveHint
 from modeldeploy.spec import ModelDeploymentSpec, SpecError
 
@@ -32,6 +35,40 @@ HOSTINGS = ("process", "kubernetes")
 # a Deployment), so the steady resync can be short.
 RESYNC_ENV = "MODELDEPLOY_LOCAL_RESYNC_SECONDS"
 DEFAULT_RESYNC = 10.0
+REGISTRY = "registry.db"
+# SQLite creates the WAL and shared-memory files with the database file's mode.
+REGISTRY_FILES = (REGISTRY, f"{REGISTRY}-wal", f"{REGISTRY}-shm")
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    if path.exists() and path.stat().st_mode & 0o077:
+        path.chmod(mode)
+
+
+def private_root(root: Path) -> Path:
+    """`root` as the local provider keeps it: 0700, its registry files 0600 (created so before
+    SQLite opens them, or tightened)."""
+    private_dir(root)
+    db = root / REGISTRY
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite takes an empty file
+    for name in REGISTRY_FILES:
+        _owner_only(root / name, 0o600)
+    return root
+
+
+class PrivateArtifactStore(ArtifactStore):
+    """The artifact store with its directories 0700 and the stored copies 0600."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        private_dir(root / "artifacts")
+
+    def ingest(self, uri: str, framework_version: str | None, image: str | None) -> StoredArtifact:
+        stored = super().ingest(uri, framework_version, image)
+        _owner_only(stored.path.parent, 0o700)
+        _owner_only(stored.path, 0o600)
+        return stored
 
 
 def default_root() -> Path:
@@ -83,8 +120,10 @@ class LocalProvider:
         self.supervise = supervise
         # The controller's steady resync is at most this (it is 600 s for remote providers).
         self.max_resync_seconds: float | None = resync_seconds()
-        self.state = State(self.root / "registry.db", read_only=not supervise)
-        store = ArtifactStore(self.root) if supervise else None
+        if supervise:
+            private_root(self.root)
+        self.state = State(self.root / REGISTRY, read_only=not supervise)
+        store = PrivateArtifactStore(self.root) if supervise else None
         self.registry = LocalRegistry(self.state, store)
         self.hosting = hosting or hosting_from_env(self.state, self.root, workers, supervise)
         metrics.watch_calls(self.name, self.registry, self.hosting)
