@@ -111,6 +111,12 @@ def _csv_shape(text: bytes) -> tuple[int, int]:
     return rows, columns
 
 
+def _refuse_nul(text: bytes, kind: str) -> None:
+    """numpy drops trailing NUL bytes from bytes items (`1\\0` would read as 1): refuse them."""
+    if b"\0" in text:
+        raise RequestError(415, f"unparseable {kind}: a NUL byte in the payload")
+
+
 def _token_array(tokens: list[bytes], kind: str) -> np.ndarray:
     """The tokens as one bytes array, at least 3 wide so that b"nan" fits in any item."""
     width = max(map(len, tokens), default=0)
@@ -151,6 +157,7 @@ def _csv_values(text: bytes, count: int) -> np.ndarray:
     if values is not None:
         return values
     # Valid floats that JSON spells differently (`.5`, `5.`, `+1`, `nan`, empty fields).
+    _refuse_nul(flat, "CSV")
     tokens = _token_array(flat.split(b","), "CSV")
     tokens[np.char.strip(tokens) == b""] = b"nan"
     try:
@@ -184,6 +191,7 @@ def parse_libsvm(body: bytes, num_feature: int) -> scipy.sparse.csr_matrix:
     index is a missing value.
     """
     text = body.strip().replace(b"\r", b"")
+    _refuse_nul(text, "libsvm")
     # A line end becomes its own token (\x01 is not whitespace), so rows survive `split()`.
     tokens = _token_array(text.replace(b"\n", b" \x01 ").split(), "libsvm")
     line_end = tokens == b"\x01"

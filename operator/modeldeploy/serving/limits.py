@@ -66,7 +66,8 @@ class Limits:
             try:
                 value = kind(raw)
             except ValueError:
-                raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+                what = "a whole number" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, got {raw!r}") from None
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {raw!r}")
             values[field.name] = value

@@ -129,7 +129,11 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._error_and_close(400, "protocol upgrades are not supported")
+            if self.completed != completed and self.transport is not None:
+                # Answered as plain HTTP (Upgrade ignored); the parser reads no further.
+                self.transport.close()
+            else:
+                self._error_and_close(400, "protocol upgrades are not supported")
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
