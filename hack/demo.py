@@ -7,6 +7,12 @@
 a model, applies a ModelDeployment, shows it move through its phases, sends held-out rows to
 staging, promotes it by patching the spec, and waits for production. Everything it starts keeps
 running for you to look around until `down`. The suite runs `up` and `down` (tests/test_demo.py).
+
+`down` leaves no process behind that the demo started, found by what the demo recorded: the
+operator by its pid file (and its environment, so a reused pid is never killed), each endpoint
+server by its row in the local state (served and pending pids), then any server still running
+a model from the demo's own artifact store (one whose row was lost), and the control plane by
+its state.json.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 from sklearn.metrics import roc_auc_score
+
+from modeldeploy import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "demo"
@@ -141,6 +148,19 @@ class Demo:
         print(self.kubectl("-n", NAMESPACE, "get", "mdep", "-o", "wide"))
         self.explain(url)
 
+    def _operator_env_marker(self) -> bytes:
+        return f"MODELDEPLOY_LOCAL_DIR={self.local_dir}".encode()
+
+    def _is_our_operator(self, pid: int) -> bool:
+        """`pid` is the operator this demo started (not a process that reused its pid)."""
+        if not processes.alive(pid, arg="run"):
+            return False
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return self._operator_env_marker() in environ
+
     def start_operator(self) -> None:
         self.stop_operator()
         env = {
@@ -254,14 +274,49 @@ Stop everything: make down""")
     def stop_operator(self) -> None:
         if not self.operator_pid.exists():
             return
-        pid = int(self.operator_pid.read_text())
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
+        try:
+            pid = int(self.operator_pid.read_text())
+        except ValueError:
+            pid = 0
+        if pid and self._is_our_operator(pid):
+            processes.stop(pid, arg="run", grace=10.0)
         self.operator_pid.unlink(missing_ok=True)
+
+    def _servers_of_this_demo(self) -> list[int]:
+        """Our processes serving a model out of the demo's artifact store, tracked or not."""
+        store = str(self.local_dir / "artifacts").encode()
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.parent.stat().st_uid != os.getuid():
+                    continue
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"modeldeploy" in b" ".join(args) and any(a.startswith(store) for a in args):
+                found.append(int(cmdline.parent.name))
+        return found
+
+    def stop_endpoints(self) -> None:
+        """Every endpoint server: by its row (served and pending), then untracked ones."""
+        if not self.local_dir.exists():
+            return
+        from modeldeploy.providers.local import LocalProvider
+        from modeldeploy.providers.local.hosting_process import ProcessHosting
+
+        provider = LocalProvider(self.local_dir)
+        for name in provider.state.endpoint_names(""):
+            row = provider.state.endpoint(name)
+            if row is not None and not isinstance(provider.hosting, ProcessHosting):
+                provider.hosting.delete(name)  # another hosting: it knows its own
+                continue
+            if row is not None:
+                processes.stop(row.pending_pid, arg=row.pending_model or "", grace=5.0)
+                processes.stop(row.pid, arg=row.model, grace=5.0)
+            provider.state.delete_endpoint(name)
+        for pid in self._servers_of_this_demo():
+            print(f"    stopping endpoint server {pid}, which the local state had lost track of")
+            processes.stop(pid, grace=5.0)
 
     def down(self) -> None:
         if self.kubeconfig.exists():
@@ -269,12 +324,7 @@ Stop everything: make down""")
                 # With the operator still running, its finalizer stops the endpoints.
                 self.kubectl("-n", NAMESPACE, "delete", "mdep", "--all", "--timeout=30s")
         self.stop_operator()
-        if self.local_dir.exists():  # whatever the finalizer did not get to
-            from modeldeploy.providers.local import LocalProvider
-
-            provider = LocalProvider(self.local_dir)
-            for name in provider.hosting.names(""):
-                provider.hosting.delete(name)
+        self.stop_endpoints()  # whatever the finalizer did not get to
         if (self.state / "cluster").exists():
             print(
                 self.modeldeploy(

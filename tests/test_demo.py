@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from modeldeploy.providers.local.state import State
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,15 +23,28 @@ def demo(action: str, state: Path) -> subprocess.CompletedProcess[str]:
 
 
 def processes_under(state: Path) -> list[str]:
+    """Processes whose command line or environment names `state` (the operator is found by its
+    MODELDEPLOY_LOCAL_DIR, the servers and the control plane by their arguments)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if str(state) in text:
-            found.append(text)
+        if str(state) in text or str(state) in environ:
+            found.append(f"{proc.name}: {text}")
     return found
+
+
+def lose_track_of_an_endpoint(state: Path) -> int:
+    """Forget the staging server's row, as a lost registry does: the server keeps running and
+    the operator starts another beside it. Its pid."""
+    local = State(state / "local" / "registry.db")
+    (name,) = [n for n in local.endpoint_names("") if n.endswith("staging")]
+    pid = local.endpoint(name).pid
+    local.delete_endpoint(name)
+    return pid
 
 
 def test_demo_reaches_production_and_stops_cleanly(tmp_path):
@@ -43,7 +58,10 @@ def test_demo_reaches_production_and_stops_cleanly(tmp_path):
         assert re.search(r"Production reached in [0-9.]+s", output), output
         assert re.search(r"breast-cancer-local .* Deployed +True", output), output
         assert processes_under(state), "nothing kept running for the user to look around"
+        untracked = lose_track_of_an_endpoint(state)
+        assert Path(f"/proc/{untracked}").exists()
     finally:
         down = demo("down", state)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert processes_under(state) == []
+    assert processes_under(state) == [], down.stdout + down.stderr
+    assert "had lost track of" in down.stdout
