@@ -24,6 +24,9 @@ from modeldeploy.artifacts.inspect import ModelInfo
 from modeldeploy.artifacts.package import UnsafeArtifactError
 
 EXIT_MEMORY = 3
+# Peak resident memory (KiB) of the last inspection that finished within the limits, for
+# measurements (the artifact corpus test prints it); None after one that went over.
+last_peak_kb: int | None = None
 
 
 class ArtifactLimitError(UnsafeArtifactError):
@@ -57,6 +60,8 @@ def _info_from(data: dict[str, Any]) -> ModelInfo:
 
 
 def _verdict(proc: subprocess.CompletedProcess, mb: int, secs: int) -> tuple[ModelInfo, str]:
+    global last_peak_kb
+    last_peak_kb = None
     if proc.returncode == EXIT_MEMORY:
         raise ArtifactLimitError(_memory_message(mb))
     if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
@@ -65,7 +70,9 @@ def _verdict(proc: subprocess.CompletedProcess, mb: int, secs: int) -> tuple[Mod
         out = json.loads(proc.stdout)
     except ValueError:
         out = None
-    if not isinstance(out, dict):
+    if isinstance(out, dict):
+        last_peak_kb = out.get("peak_kb")
+    else:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
         raise UnsafeArtifactError(
             f"the model inspection failed (exit status {proc.returncode}: "
@@ -105,6 +112,8 @@ def inspect_file(
             [*cmd, str(secs)], capture_output=True, timeout=secs + 2, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as exc:
+        global last_peak_kb
+        last_peak_kb = None
         raise ArtifactLimitError(_time_message(secs)) from exc
     return _verdict(proc, mb, secs)
 
@@ -148,6 +157,7 @@ def main(argv: list[str]) -> int:
             "kind": "UnsafeArtifactError",
             "message": f"cannot inspect the model: {type(exc).__name__}: {exc}",
         }
+    out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sys.stdout.write(json.dumps(out))
     return 0
 

@@ -275,6 +275,8 @@ def parse_base_score(raw: Any) -> tuple[tuple[float, ...], bool]:
 def inspect_document(doc: dict[str, Any], fmt: Literal["ubj", "json"]) -> ModelInfo:
     try:
         version = doc["version"]
+        if isinstance(version, TypedArray):  # valid UBJ, though xgboost writes a plain array
+            version = list(version.values())
         if not (isinstance(version, list) and len(version) == 3):
             raise ValueError(f"bad version {version!r}")
         major, minor, patch = (int(v) for v in version)

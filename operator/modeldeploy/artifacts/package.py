@@ -124,12 +124,28 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int) -> byte
     return data
 
 
+def _verify_gzip(tar_path: Path, max_bytes: int) -> None:
+    """Decompress the whole stream (bounded), so that a bad CRC or a corrupt tail after the
+    tar's last member is refused too: tarfile stops reading before the gzip trailer."""
+    cap = max_bytes + (1 << 20)  # the member, its headers and padding
+    total = 0
+    with gzip.open(tar_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
+            if total > cap:
+                raise UnsafeArtifactError(
+                    f"{tar_path} decompresses to over {cap} bytes (the model size limit)"
+                )
+
+
 def read_model_member(tar_path: Path, max_bytes: int = MAX_MODEL_BYTES) -> bytes:
     """Return the bytes of the single model file in `tar_path`, without touching the disk."""
     try:
         with _open(Path(tar_path)) as tar:
             member = _model_member(tar, max_bytes)
-            return _read(tar, member, max_bytes)
+            data = _read(tar, member, max_bytes)
+        _verify_gzip(Path(tar_path), max_bytes)
+        return data
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         # zlib.error: a corrupt deflate stream. Corrupt input fails the same way every time.
         raise UnsafeArtifactError(f"{tar_path} is a corrupt gzip tar: {exc}") from exc
