@@ -57,6 +57,9 @@ def deploy_request(
     )
 
 
+STEADY_OWNER = "ml/churn"
+
+
 def steady_hint(observed: Observed) -> ObserveHint:
     """What status holds once it has recorded `observed` and no deployment is in flight."""
 
@@ -65,6 +68,8 @@ def steady_hint(observed: Observed) -> ObserveHint:
 
     return ObserveHint(
         group_arn=observed.group_arn,
+        # A steady resource owns its group and has recorded so (else it would be stalled).
+        group_owner=observed.group_owner or STEADY_OWNER,
         latest=observed.latest,
         versions=frozenset(v.version for v in observed.versions),
         staging=stage(observed.staging),

@@ -11,6 +11,7 @@ from modeldeploy import naming
 from modeldeploy.reconcile import planner
 from modeldeploy.reconcile.actions import (
     Action,
+    ClaimGroup,
     DeleteEndpoint,
     DeployEndpoint,
     EnsureGroup,
@@ -47,6 +48,11 @@ def plan(spec, status: dict, observed: Observed, ctx: Context, timing=DEFAULT_TI
     p = planner.plan(spec, old, observed, ctx, timing)
     new, events = finalize(old, p.status, p.verdict, ctx)
     return Planned(p.actions, new.to_dict(), p.events + events, p.verdict.requeue_after)
+
+
+def observed(*args, **kwargs) -> Observed:
+    """Remote state of a group this resource (ml/churn) owns."""
+    return Observed(*args, **{"group_owner": "ml/churn", **kwargs})
 
 
 def ctx(generation: int = 1) -> Context:
@@ -110,7 +116,7 @@ def cond(p, ctype):
 
 def test_first_visit_creates_group_and_writes_every_condition():
     p = plan(spec(), {}, Observed(group_arn=None), ctx())
-    assert p.actions == [EnsureGroup("churn", None)]
+    assert p.actions == [EnsureGroup("churn", None, "ml/churn")]
     assert p.status["phase"] == "Registering"
     assert p.status["observedGeneration"] == 1
     types = [c["type"] for c in p.status["conditions"]]
@@ -130,22 +136,22 @@ def test_first_visit_creates_group_and_writes_every_condition():
 
 def test_registers_the_artifact_when_it_changes_and_only_then():
     s = spec(model={"artifact": "s3://bucket/churn/7/model.tar.gz"})
-    p = plan(s, {}, Observed(group_arn=GROUP_ARN), ctx())
+    p = plan(s, {}, observed(group_arn=GROUP_ARN), ctx())
     assert p.actions == [RegisterVersion("s3://bucket/churn/7/model.tar.gz")]
     registered = {"registration": {"artifact": "s3://bucket/churn/7/model.tar.gz", "version": 1}}
-    p = plan(s, registered, Observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
+    p = plan(s, registered, observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
     assert not any(isinstance(a, RegisterVersion) for a in p.actions)
 
 
 def test_no_version_yet_waits_without_acting():
-    p = plan(spec(), {}, Observed(group_arn=GROUP_ARN), ctx())
+    p = plan(spec(), {}, observed(group_arn=GROUP_ARN), ctx())
     assert p.actions == []
     assert cond(p, "Registered") == ("False", "NoModelVersion")
     assert "modeldeploy register" in p.status["message"]
 
 
 def test_manual_gate_waits_for_approved_version():
-    p = plan(spec(), {}, Observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
+    p = plan(spec(), {}, observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
     assert p.actions == []
     assert p.status["phase"] == "PendingApproval"
     assert cond(p, "Ready") == ("False", "AwaitingApproval")
@@ -155,7 +161,7 @@ def test_manual_gate_waits_for_approved_version():
 def test_approved_version_in_spec_approves_it():
     s = spec(approval={"policy": "Manual", "approvedVersion": 1})
     v1 = version(1, "PendingManualApproval")
-    p = plan(s, {}, Observed(GROUP_ARN, (v1,)), ctx())
+    p = plan(s, {}, observed(GROUP_ARN, (v1,)), ctx())
     assert len(p.actions) == 1 and isinstance(p.actions[0], SetApproval)
     assert (p.actions[0].version, p.actions[0].status) == (1, "Approved")
     assert "ml/churn" in p.actions[0].description
@@ -163,7 +169,7 @@ def test_approved_version_in_spec_approves_it():
 
 def test_approved_version_that_does_not_exist_is_reported():
     s = spec(approval={"policy": "Manual", "approvedVersion": 9})
-    p = plan(s, {}, Observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
+    p = plan(s, {}, observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx())
     assert p.actions == []
     assert "approvedVersion 9 is not in churn" in p.status["message"]
 
@@ -179,7 +185,7 @@ def test_automatic_approval_follows_rules(metrics, decision):
             "rules": [{"metric": "auc", "min": 0.9}, {"metric": "accuracy", "min": 0.9}],
         }
     )
-    p = plan(s, {}, Observed(GROUP_ARN, (version(3, "PendingManualApproval", **metrics),)), ctx())
+    p = plan(s, {}, observed(GROUP_ARN, (version(3, "PendingManualApproval", **metrics),)), ctx())
     assert [a.status for a in p.actions] == [decision]
     if decision == "Rejected":
         assert "auc 0.85 >= 0.9" in p.actions[0].description
@@ -192,7 +198,7 @@ def test_rule_on_missing_metric_rejects_with_its_name():
 
 def test_first_approved_version_creates_staging():
     v1 = version(1)
-    p = plan(spec(), {}, Observed(GROUP_ARN, (v1,)), ctx())
+    p = plan(spec(), {}, observed(GROUP_ARN, (v1,)), ctx())
     (deploy,) = p.actions
     assert isinstance(deploy, DeployEndpoint)
     assert (deploy.stage, deploy.request.endpoint_name, deploy.update) == (
@@ -209,7 +215,7 @@ def test_first_approved_version_creates_staging():
 def test_creating_endpoint_polls_without_acting():
     v1 = version(1)
     status = {"staging": {**stage_status(STAGING, v1), "endpointConfigName": ""}}
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1, status="Creating"))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1, status="Creating"))
     p = plan(spec(), status, obs, ctx())
     assert p.actions == []
     assert p.status["phase"] == "DeployingStaging"
@@ -220,7 +226,7 @@ def test_creating_endpoint_polls_without_acting():
 def test_in_service_staging_runs_smoke_test_then_waits_for_promotion():
     v1 = version(1)
     status = {"staging": stage_status(STAGING, v1)}
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
     p = plan(spec(), status, obs, ctx())
     assert [type(a) for a in p.actions] == [SmokeTest]
     assert p.status["phase"] == "Testing"
@@ -237,12 +243,12 @@ def test_promoted_version_creates_production_and_then_is_ready():
     v1 = version(1)
     s = spec(production={"promotedVersion": 1})
     status = {"staging": stage_status(STAGING, v1, smoke=True)}
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
     p = plan(s, status, obs, ctx())
     (deploy,) = p.actions
     assert (deploy.stage, deploy.request.endpoint_name, deploy.version) == ("production", PROD, 1)
     status["production"] = stage_status(PROD, v1)
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert p.status["phase"] == "Deployed"
@@ -258,7 +264,7 @@ def test_new_version_while_production_serves_older_one():
         "staging": stage_status(STAGING, v1, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert p.status["phase"] == "PendingApproval"
@@ -267,7 +273,7 @@ def test_new_version_while_production_serves_older_one():
     assert p.status["latestVersion"]["version"] == 2
     # Once approved, staging moves to version 2 and production stays on 1.
     v2 = version(2)
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     (deploy,) = p.actions
     assert (deploy.stage, deploy.version, deploy.update) == ("staging", 2, True)
@@ -280,7 +286,7 @@ def test_rejected_version_leaves_production_alone():
         "staging": stage_status(STAGING, v1, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert p.status["phase"] == "Rejected"
@@ -292,7 +298,7 @@ def test_rejected_version_leaves_production_alone():
 def test_rejected_first_version_stalls_with_nothing_deployed():
     s = spec(approval={"policy": "Automatic", "rules": [{"metric": "auc", "min": 0.99}]})
     v1 = ModelVersion(1, "arn:1", "Rejected", approval_description="rejected by rule auc")
-    p = plan(s, {}, Observed(GROUP_ARN, (v1,)), ctx())
+    p = plan(s, {}, observed(GROUP_ARN, (v1,)), ctx())
     assert p.actions == []
     assert p.status["phase"] == "Rejected"
     assert cond(p, "Stalled")[0] == "True"
@@ -302,7 +308,7 @@ def test_rejected_first_version_stalls_with_nothing_deployed():
 def failed_staging(v: ModelVersion) -> tuple[dict, Observed]:
     status = {"staging": {**stage_status(STAGING, v), "endpointConfigName": ""}}
     endpoint = Endpoint(STAGING, "Failed", cfg(STAGING, v), failure_reason="image not found")
-    return status, Observed(GROUP_ARN, (v,), staging=endpoint)
+    return status, observed(GROUP_ARN, (v,), staging=endpoint)
 
 
 def test_failed_staging_deployment_is_terminal_for_that_input():
@@ -337,7 +343,7 @@ def test_failed_update_keeps_old_config_serving_and_stalls():
         }
     }
     endpoint = Endpoint(STAGING, "InService", cfg(STAGING, v1), failure_reason="ping failed")
-    p = plan(spec(), status, Observed(GROUP_ARN, (v2, v1), staging=endpoint), ctx())
+    p = plan(spec(), status, observed(GROUP_ARN, (v2, v1), staging=endpoint), ctx())
     assert p.actions == []
     assert cond(p, "Stalled") == ("True", "DeploymentFailed")
     assert p.status["staging"]["version"] == 1
@@ -347,7 +353,7 @@ def test_failed_smoke_test_stalls_and_blocks_promotion():
     v1 = version(1)
     s = spec(production={"promotion": "Automatic"})
     status = {"staging": stage_status(STAGING, v1, smoke=False)}
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert cond(p, "Stalled") == ("True", "SmokeTestFailed")
@@ -360,7 +366,7 @@ def test_automatic_promotion_after_smoke_test():
     v1 = version(1)
     s = spec(production={"promotion": "Automatic"})
     status = {"staging": stage_status(STAGING, v1, smoke=True)}
-    p = plan(s, status, Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1)), ctx())
+    p = plan(s, status, observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1)), ctx())
     (deploy,) = p.actions
     assert (deploy.stage, deploy.version) == ("production", 1)
     assert p.status["phase"] == "Promoting"
@@ -370,7 +376,7 @@ def test_manual_promotion_of_untested_version_waits():
     v1 = version(1)
     s = spec(production={"promotedVersion": 1})
     status = {"staging": stage_status(STAGING, v1)}
-    p = plan(s, status, Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1)), ctx())
+    p = plan(s, status, observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1)), ctx())
     assert [type(a) for a in p.actions] == [SmokeTest]
 
 
@@ -381,13 +387,13 @@ def test_rollback_by_promoted_version():
         "staging": stage_status(STAGING, v2, smoke=True),
         "production": {**stage_status(PROD, v2), "previousVersion": 1},
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v2))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v2))
     p = plan(s, status, obs, ctx())
     (deploy,) = p.actions
     assert (deploy.stage, deploy.version, deploy.update) == ("production", 1, True)
     assert cond(p, "Ready")[0] == "False"
     # Once production settles on version 1, the version it left is the one to go back to.
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
     p = plan(s, p.status, obs, ctx())
     assert p.status["production"]["version"] == 1
     assert p.status["production"]["previousVersion"] == 2
@@ -401,16 +407,16 @@ def test_promotion_records_previous_version():
         "staging": stage_status(STAGING, v2, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.status["production"]["targetVersion"] == 2
     assert "previousVersion" not in p.status["production"]  # not before version 2 serves
     # A failed update leaves version 1 serving and the rollback pointer untouched.
     failed = Endpoint(PROD, "InService", cfg(PROD, v1), failure_reason="health check failed")
-    stuck = plan(s, p.status, Observed(GROUP_ARN, (v2, v1), production=failed), ctx())
+    stuck = plan(s, p.status, observed(GROUP_ARN, (v2, v1), production=failed), ctx())
     assert stuck.status["production"]["version"] == 1
     assert "previousVersion" not in stuck.status["production"]
-    settled = Observed(
+    settled = observed(
         GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v2)
     )
     p = plan(s, p.status, settled, ctx())
@@ -425,7 +431,7 @@ def test_promoting_a_rejected_version_is_blocked():
         "staging": stage_status(STAGING, v1, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v1), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert cond(p, "Ready")[0] == "False"
@@ -442,7 +448,7 @@ def test_instance_count_change_is_a_new_config():
         "staging": stage_status(STAGING, v1, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
     (deploy,) = plan(s, status, obs, ctx()).actions
     assert deploy.update and deploy.request.instance_count == 2
     assert deploy.request.config_name == cfg(PROD, v1, count=2) != cfg(PROD, v1)
@@ -455,7 +461,7 @@ def test_steady_state_is_a_fixed_point():
         "staging": stage_status(STAGING, v1, smoke=True),
         "production": stage_status(PROD, v1),
     }
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=serving(PROD, v1))
     first = plan(s, status, obs, ctx())
     second = plan(s, first.status, obs, ctx())
     assert first.actions == second.actions == []
@@ -471,7 +477,7 @@ def test_last_transition_time_moves_only_on_change():
         "2026-11-26T12:00:00Z"
     )
     moved = plan(
-        spec(), early.status, Observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), later_ctx
+        spec(), early.status, observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), later_ctx
     )
     assert condition(moved.status["conditions"], "Registered")["lastTransitionTime"] == (
         "2026-11-26T13:00:00Z"
@@ -489,10 +495,10 @@ def test_action_failure_stalls_until_generation_changes():
             "source": "action",
         }
     }
-    p = plan(s, status, Observed(GROUP_ARN), ctx(1))
+    p = plan(s, status, observed(GROUP_ARN), ctx(1))
     assert p.actions == [] and p.status["phase"] == "Failed"
     assert cond(p, "Registered") == ("False", "RegistrationFailed")
-    p = plan(s, status, Observed(GROUP_ARN), ctx(2))
+    p = plan(s, status, observed(GROUP_ARN), ctx(2))
     assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
     assert "stalled" not in p.status
 
@@ -504,7 +510,7 @@ def test_after_rollback_the_version_rolled_back_from_is_not_offered_again():
         "staging": stage_status(STAGING, v2, smoke=True),
         "production": {**stage_status(PROD, v1), "previousVersion": 2},
     }
-    obs = Observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
+    obs = observed(GROUP_ARN, (v2, v1), staging=serving(STAGING, v2), production=serving(PROD, v1))
     p = plan(s, status, obs, ctx())
     assert p.actions == []
     assert p.status["phase"] == "Deployed"
@@ -512,7 +518,7 @@ def test_after_rollback_the_version_rolled_back_from_is_not_offered_again():
     # A newer version than both is offered as usual.
     v3 = version(3)
     status["staging"] = stage_status(STAGING, v3, smoke=True)
-    obs = Observed(
+    obs = observed(
         GROUP_ARN, (v3, v2, v1), staging=serving(STAGING, v3), production=serving(PROD, v1)
     )
     p = plan(s, status, obs, ctx())
@@ -532,12 +538,12 @@ def test_a_terminal_action_failure_blocks_only_that_input():
             "source": "action",
         }
     }
-    p = plan(s, status, Observed(GROUP_ARN, (v1,)), ctx())
+    p = plan(s, status, observed(GROUP_ARN, (v1,)), ctx())
     assert p.actions == [] and p.status["phase"] == "Failed"
     assert cond(p, "Stalled") == ("True", "ApprovalFailed")
     # Another input goes ahead in the same generation, and the old stall record goes.
     s2 = spec(approval={"policy": "Manual", "approvedVersion": 2})
-    p = plan(s2, status, Observed(GROUP_ARN, (v2, v1)), ctx())
+    p = plan(s2, status, observed(GROUP_ARN, (v2, v1)), ctx())
     assert [a.version for a in p.actions] == [2]
     assert "stalled" not in p.status
 
@@ -545,11 +551,11 @@ def test_a_terminal_action_failure_blocks_only_that_input():
 def test_lost_registry_registers_again():
     s = spec(model={"artifact": "s3://bucket/a/model.tar.gz"})
     status = {"registration": {"artifact": "s3://bucket/a/model.tar.gz", "version": 3}}
-    p = plan(s, status, Observed(GROUP_ARN, ()), ctx())
+    p = plan(s, status, observed(GROUP_ARN, ()), ctx())
     assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
     # A new serving image is a new registration too.
     s = spec(model={"artifact": "s3://bucket/a/model.tar.gz", "frameworkVersion": "3.0-5"})
-    p = plan(s, status, Observed(GROUP_ARN, (version(3),)), ctx())
+    p = plan(s, status, observed(GROUP_ARN, (version(3),)), ctx())
     assert p.actions == [RegisterVersion("s3://bucket/a/model.tar.gz")]
 
 
@@ -558,7 +564,7 @@ def test_endpoint_states_that_do_not_recover_stall(state):
     v1 = version(1)
     status = {"staging": {**stage_status(STAGING, v1), "endpointConfigName": ""}}
     endpoint = Endpoint(STAGING, state, cfg(STAGING, v1), failure_reason="broken")
-    p = plan(spec(), status, Observed(GROUP_ARN, (v1,), staging=endpoint), ctx())
+    p = plan(spec(), status, observed(GROUP_ARN, (v1,), staging=endpoint), ctx())
     assert p.actions == []
     assert cond(p, "Stalled") == ("True", "DeploymentFailed")
 
@@ -571,7 +577,7 @@ def test_repairing_endpoint_is_degraded_not_redeployed():
         "production": stage_status(PROD, v1),
     }
     repairing = Endpoint(PROD, "SystemUpdating", cfg(PROD, v1), failure_reason="process exited")
-    obs = Observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=repairing)
+    obs = observed(GROUP_ARN, (v1,), staging=serving(STAGING, v1), production=repairing)
     p = plan(s, status, obs, ctx())
     assert p.actions == [] and p.status["phase"] == "Deployed"
     assert [e.reason for e in p.events if e.type == "Warning"] == ["EndpointRepairing"]
@@ -580,7 +586,7 @@ def test_repairing_endpoint_is_degraded_not_redeployed():
 def test_endpoint_deleted_outside_is_recreated_and_tested_again():
     v1 = version(1)
     status = {"staging": stage_status(STAGING, v1, smoke=True)}
-    p = plan(spec(), status, Observed(GROUP_ARN, (v1,)), ctx())
+    p = plan(spec(), status, observed(GROUP_ARN, (v1,)), ctx())
     (deploy,) = p.actions
     assert deploy.stage == "staging" and not deploy.update
     assert "smokeTest" not in p.status["staging"]
@@ -589,13 +595,13 @@ def test_endpoint_deleted_outside_is_recreated_and_tested_again():
 
 def test_remote_changes_made_by_others_are_events():
     v1 = version(1, "PendingManualApproval")
-    first = plan(spec(), {}, Observed(GROUP_ARN, (v1,)), ctx())
-    approved_elsewhere = plan(spec(), first.status, Observed(GROUP_ARN, (version(1),)), ctx())
+    first = plan(spec(), {}, observed(GROUP_ARN, (v1,)), ctx())
+    approved_elsewhere = plan(spec(), first.status, observed(GROUP_ARN, (version(1),)), ctx())
     assert ("ApprovalChanged", "version 1 is now Approved") in [
         (e.reason, e.message) for e in approved_elsewhere.events
     ]
     newer = plan(
-        spec(), approved_elsewhere.status, Observed(GROUP_ARN, (version(2), version(1))), ctx()
+        spec(), approved_elsewhere.status, observed(GROUP_ARN, (version(2), version(1))), ctx()
     )
     assert "NewVersion" in [e.reason for e in newer.events]
 
@@ -603,8 +609,8 @@ def test_remote_changes_made_by_others_are_events():
 def test_a_rejection_in_the_spec_is_recorded_in_the_registry_with_its_reason():
     rejected = {"approvedVersion": 1, "rejectedVersions": [{"version": 2, "reason": "drift"}]}
     s = spec(approval=rejected)
-    observed = Observed(GROUP_ARN, (version(2), version(1)))
-    p = plan(s, {}, observed, ctx())
+    remote = observed(GROUP_ARN, (version(2), version(1)))
+    p = plan(s, {}, remote, ctx())
     assert p.actions == [
         SetApproval(
             2,
@@ -615,7 +621,7 @@ def test_a_rejection_in_the_spec_is_recorded_in_the_registry_with_its_reason():
     ]
     assert cond(p, "Approved") == ("False", "Approving")
     # Once the registry says Rejected, nothing more is asked, and staging serves version 1.
-    done = Observed(GROUP_ARN, (version(2, "Rejected"), version(1)))
+    done = observed(GROUP_ARN, (version(2, "Rejected"), version(1)))
     p = plan(s, p.status, done, ctx())
     assert not [a for a in p.actions if isinstance(a, SetApproval)]
     deploy = next(a for a in p.actions if isinstance(a, DeployEndpoint))
@@ -630,12 +636,12 @@ def test_a_rejection_applies_under_automatic_approval_too():
             "rejectedVersions": [{"version": 1, "reason": "leaked labels"}],
         }
     )
-    p = plan(s, {}, Observed(GROUP_ARN, (version(1, auc=0.99),)), ctx())
+    p = plan(s, {}, observed(GROUP_ARN, (version(1, auc=0.99),)), ctx())
     assert [(a.version, a.status) for a in p.actions] == [(1, "Rejected")]
 
 
 def test_status_lists_the_newest_versions_and_keeps_metrics_seen_once():
-    first = plan(spec(), {}, Observed(GROUP_ARN, (version(1, auc=0.9),)), ctx())
+    first = plan(spec(), {}, observed(GROUP_ARN, (version(1, auc=0.9),)), ctx())
     assert first.status["versions"] == [
         {"version": 1, "approvalStatus": "Approved", "metrics": {"auc": 0.9}}
     ]
@@ -643,13 +649,47 @@ def test_status_lists_the_newest_versions_and_keeps_metrics_seen_once():
     listed = tuple(
         version(n, "PendingManualApproval" if n == 12 else "Approved") for n in range(12, 0, -1)
     )
-    later = plan(spec(), first.status, Observed(GROUP_ARN, listed), ctx())
+    later = plan(spec(), first.status, observed(GROUP_ARN, listed), ctx())
     shown = later.status["versions"]
     assert [v["version"] for v in shown] == list(range(12, 2, -1))  # the newest ten
     assert shown[0]["approvalStatus"] == "PendingManualApproval"
-    first_again = plan(spec(), first.status, Observed(GROUP_ARN, (version(2), version(1))), ctx())
+    first_again = plan(spec(), first.status, observed(GROUP_ARN, (version(2), version(1))), ctx())
     assert first_again.status["versions"][1] == {
         "version": 1,
         "approvalStatus": "Approved",
         "metrics": {"auc": 0.9},
     }
+
+
+# -- ownership of the group ------------------------------------------------------------------------
+
+
+def test_a_group_another_resource_owns_stalls_naming_the_owner():
+    remote = observed(GROUP_ARN, (version(1, "PendingManualApproval"),), group_owner="team-a/churn")
+    s = spec(approval={"approvedVersion": 1}, model={"artifact": "s3://bucket/churn/model.tar.gz"})
+    p = plan(s, {}, remote, ctx())
+    assert p.actions == []  # no registration into it, no approval of its versions
+    assert p.status["phase"] == "Failed"
+    assert cond(p, "Stalled") == ("True", "GroupOwnedElsewhere")
+    assert "belongs to ModelDeployment team-a/churn" in p.status["message"]
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["GroupOwnedElsewhere"]
+    again = plan(s, p.status, remote, ctx())
+    assert not [e for e in again.events if e.type == "Warning"]  # one Event, not one a pass
+
+
+def test_an_unowned_group_is_adopted_only_when_the_spec_says_so():
+    remote = observed(GROUP_ARN, (version(1, "PendingManualApproval"),), group_owner="")
+    p = plan(spec(), {}, remote, ctx())
+    assert p.actions == []
+    assert cond(p, "Stalled") == ("True", "GroupNotAdopted")
+    assert "spec.modelPackageGroup.adopt: true" in p.status["message"]
+    adopting = spec(modelPackageGroup={"name": "churn", "adopt": True})
+    p = plan(adopting, p.status, remote, ctx(2))
+    assert p.actions == [ClaimGroup("churn", GROUP_ARN, "ml/churn")]
+    assert cond(p, "Reconciling") == ("True", "AdoptingGroup")
+    # Once the registry names this resource, the pipeline goes on (here: to the approval gate).
+    owned = plan(
+        adopting, p.status, observed(GROUP_ARN, (version(1, "PendingManualApproval"),)), ctx(2)
+    )
+    assert owned.status["modelPackageGroup"]["owner"] == "ml/churn"
+    assert owned.status["phase"] == "PendingApproval"

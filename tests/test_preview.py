@@ -104,7 +104,7 @@ def test_local_preview_reports_what_it_sees_and_changes_nothing(
     tar.write_bytes(model_tar_bytes)
     doc = manifest(f"file://{tar}", "local")
     spec = parse_spec(doc["spec"])
-    operator.registry.ensure_group(GROUP, None)
+    operator.registry.ensure_group(GROUP, None, f"{NS}/{NAME}")
     version = operator.registry.register_version(spec)
     operator.registry.set_approval(version.arn, APPROVED, "test")
     staging, production = request_for(version, "staging"), request_for(version, "production")
@@ -148,7 +148,7 @@ def test_local_preview_before_any_state_creates_none(
     assert not local_dir.exists()
     provider = providers.get(parse_spec(manifest("file:///m.tar.gz", "local")["spec"]))
     with pytest.raises(TerminalError, match="read-only"):
-        provider.registry.ensure_group(GROUP, None)
+        provider.registry.ensure_group(GROUP, None, f"{NS}/{NAME}")
     assert not local_dir.exists()
 
 
@@ -161,7 +161,7 @@ def test_sagemaker_preview_makes_only_read_calls(
     doc = manifest(model_artifact, "sagemaker", region="us-east-1", roleArn=role_arn)
     spec = parse_spec(doc["spec"])
     operator = ProviderFactory(default="sagemaker").get(spec)
-    operator.registry.ensure_group(GROUP, None)
+    operator.registry.ensure_group(GROUP, None, f"{NS}/{NAME}")
     version = operator.registry.register_version(spec)
     operator.registry.set_approval(version.arn, APPROVED, "test")
     staging = request_for(version, "staging")

@@ -228,6 +228,21 @@ def test_a_group_is_created_once(h: Harness) -> None:
     assert (observed.group_arn, observed.versions) == (arn, ())
 
 
+def test_a_group_keeps_the_owner_that_created_or_adopted_it(h: Harness) -> None:
+    registry = h.provider.registry
+    owned = registry.ensure_group("owned-group", None, "team-a/churn")
+    assert registry.ensure_group("owned-group", None, "team-b/churn") == owned  # not retagged
+    assert registry.group_owner(owned) == "team-a/churn"
+    registry.claim_group(owned, "team-a/churn")  # the owner adopting its own group: no change
+    with pytest.raises(TerminalError, match="team-a/churn"):
+        registry.claim_group(owned, "team-b/churn")
+    assert h.make().registry.group_owner(owned) == "team-a/churn"  # kept across a restart
+    free = registry.ensure_group("free-group", None)  # as `modeldeploy register` creates it
+    assert registry.group_owner(free) == ""
+    registry.claim_group(free, "team-b/churn")
+    assert registry.group_owner(free) == "team-b/churn"
+
+
 def test_registration_is_idempotent_across_restarts(h: Harness, model_tar_bytes: bytes) -> None:
     artifact = h.upload("churn/1/model.tar.gz", model_tar_bytes)
     spec = h.spec(artifact, frameworkVersion="3.2-0", metrics={"auc": 0.97})

@@ -519,6 +519,7 @@ def stub_hint() -> ObserveHint:
     """Status of a staging endpoint moving from cfg-1 to cfg-2 (so not settled)."""
     return ObserveHint(
         group_arn="arn:group",
+        group_owner=f"{NS}/{NAME}",  # status recorded the resource itself as the owner
         latest=ModelVersion(1, VERSION_ARN, APPROVED),
         versions=frozenset({1}),
         staging=RecordedStage(naming.endpoint_name(NS, NAME, "staging")),

@@ -44,8 +44,10 @@ def preview(doc: dict, providers: ProviderFactory) -> int:
         print(f"  invalid: {err}")
         return 1
     status = parse_status(doc.get("status"))
-    observed = provider.observe(spec, status.observe_hint(spec), namespace=namespace, name=name)
-    result = plan(spec, status, observed, context({**doc, "metadata": {**meta, "name": name}}))
+    ctx = context({**doc, "metadata": {**meta, "name": name}})
+    hint = status.observe_hint(spec, ctx.owner)
+    observed = provider.observe(spec, hint, namespace=namespace, name=name)
+    result = plan(spec, status, observed, ctx)
     print(f"  provider:  {spec.provider}" + (f" ({spec.region})" if spec.region else ""))
     latest = observed.latest
     print(

@@ -90,6 +90,7 @@ class Observed:
     versions: tuple[ModelVersion, ...] = ()
     staging: Endpoint | None = None
     production: Endpoint | None = None
+    group_owner: str = ""  # the owning ModelDeployment (namespace/name); "" for none
 
     def version(self, number: int | None) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == number), None)
@@ -114,6 +115,7 @@ class ObserveHint:
     """What status already knows, so a steady observe can skip reads whose answer it holds."""
 
     group_arn: str | None = None  # the group status recorded, if it is the spec's group
+    group_owner: str | None = None  # its owner, when status recorded the resource itself
     latest: ModelVersion | None = None  # the newest version as status described it
     versions: frozenset[int] = frozenset()  # every version the spec or status refers to
     staging: RecordedStage = RecordedStage()

@@ -36,6 +36,9 @@ class _Model(BaseModel):
 class ModelPackageGroupSpec(_Model):
     name: Annotated[str, Field(pattern=GROUP_NAME_PATTERN, max_length=63)]
     description: Annotated[str | None, Field(max_length=1024)] = None
+    # A group that exists and belongs to no ModelDeployment (a training pipeline or
+    # `modeldeploy register` created it) is taken over only when the spec says so.
+    adopt: bool = False
 
 
 class ModelSpec(_Model):

@@ -24,6 +24,7 @@ class _Status(BaseModel):
 class GroupStatus(_Status):
     name: str = Field(description="Group name.")
     arn: str = Field("", description="Group ARN (or the local store's identifier).")
+    owner: str | None = Field(None, description="The owning ModelDeployment, namespace/name.")
 
 
 class RegistrationStatus(_Status):
@@ -154,8 +155,10 @@ class ModelDeploymentStatus(_Status):
     def to_dict(self) -> dict:
         return self.model_dump(exclude_none=True)
 
-    def observe_hint(self, spec: ModelDeploymentSpec) -> ObserveHint:
-        """What this status tells a provider's observe (only what is about the spec's group)."""
+    def observe_hint(self, spec: ModelDeploymentSpec, owner: str) -> ObserveHint:
+        """What this status tells a provider's observe (only what is about the spec's group).
+        The group's owner is passed on only when it is `owner`, the resource itself: another
+        owner is read again each pass, since it may have let the group go."""
         group = spec.modelPackageGroup.name
         approval = spec.approval
         wanted = {approval.approvedVersion, spec.production.promotedVersion}
@@ -172,8 +175,10 @@ class ModelDeploymentStatus(_Status):
             stages[name] = RecordedStage(st.endpointName or "", config if settled else "")
         if self.registration:
             wanted.add(self.registration.version)
+        recorded = self.modelPackageGroup
         return ObserveHint(
-            group_arn=self.modelPackageGroup.arn or None,  # type: ignore[union-attr]
+            group_arn=recorded.arn or None,  # type: ignore[union-attr]
+            group_owner=owner if recorded.owner == owner else None,  # type: ignore[union-attr]
             latest=self.latestVersion.as_version() if self.latestVersion else None,
             versions=frozenset(v for v in wanted if v is not None),
             **stages,

@@ -21,8 +21,16 @@ class Registry(Protocol):
     def group_arn(self, group: str) -> str | None:
         """The group's ARN, or None when it does not exist."""
 
-    def ensure_group(self, name: str, description: str | None) -> str:
-        """Create the group if missing; return its ARN."""
+    def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
+        """Create the group if missing, owned by `owner` (a ModelDeployment's namespace/name;
+        "" for none); return its ARN."""
+
+    def group_owner(self, group_arn: str) -> str:
+        """The ModelDeployment that owns the group, "" for none."""
+
+    def claim_group(self, group_arn: str, owner: str) -> None:
+        """Make `owner` the owner of a group that has none (adoption); TerminalError if another
+        ModelDeployment owns it."""
 
     def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
         """Register spec.model as a new PendingManualApproval version.

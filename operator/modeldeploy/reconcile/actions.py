@@ -14,6 +14,16 @@ Stage = Literal["staging", "production"]
 class EnsureGroup:
     name: str
     description: str | None
+    owner: str  # the ModelDeployment creating it, namespace/name
+
+
+@dataclass(frozen=True)
+class ClaimGroup:
+    """Adopt a group that exists and belongs to no ModelDeployment (spec says adopt)."""
+
+    name: str
+    group_arn: str
+    owner: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,15 @@ class DeleteEndpoint:
     endpoint_name: str
 
 
-Action = EnsureGroup | RegisterVersion | SetApproval | DeployEndpoint | SmokeTest | DeleteEndpoint
+Action = (
+    EnsureGroup
+    | ClaimGroup
+    | RegisterVersion
+    | SetApproval
+    | DeployEndpoint
+    | SmokeTest
+    | DeleteEndpoint
+)
 
 
 def stall_key(kind: str, *parts: object) -> str:
@@ -79,14 +97,18 @@ def action_key(action: Action) -> str:
             return stall_key("smoke", config)
         case DeleteEndpoint(endpoint_name=name):
             return stall_key("delete", name)
+        case ClaimGroup(name=name):
+            return stall_key("adopt", name)
     return stall_key("group")
 
 
 def describe(action: Action) -> str:
     """One line a person reads in `modeldeploy plan` and in Events."""
     match action:
-        case EnsureGroup(name=name):
-            return f"create model package group {name}"
+        case EnsureGroup(name=name, owner=owner):
+            return f"create model package group {name}, owned by {owner}"
+        case ClaimGroup(name=name, owner=owner):
+            return f"adopt model package group {name} (no ModelDeployment owns it) for {owner}"
         case RegisterVersion(artifact=artifact):
             return f"register {artifact} as a new PendingManualApproval version"
         case SetApproval(version=v, status=s, description=d):

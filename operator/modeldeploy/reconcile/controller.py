@@ -65,7 +65,7 @@ def run_pass(
         return _end(old, old, Verdict(Phase.FAILED, str(err), stall=stall), ctx, float("inf"))
 
     try:
-        hint = old.observe_hint(spec)
+        hint = old.observe_hint(spec, ctx.owner)
         observed = provider.observe(spec, hint, namespace=ctx.namespace, name=ctx.name)
         the_plan = plan(spec, old, observed, ctx, timing)
         executed = execute(the_plan, provider, spec, ctx) if the_plan.actions else None

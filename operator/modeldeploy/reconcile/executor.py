@@ -14,6 +14,7 @@ from modeldeploy.providers.errors import ProviderError, TransientError
 from modeldeploy.providers.interface import Provider
 from modeldeploy.reconcile.actions import (
     Action,
+    ClaimGroup,
     DeleteEndpoint,
     DeployEndpoint,
     EnsureGroup,
@@ -38,6 +39,7 @@ from modeldeploy.status import (
 
 FAILURE_REASONS: dict[type, Reason] = {
     EnsureGroup: Reason.GROUP_CREATION_FAILED,
+    ClaimGroup: Reason.GROUP_OWNED_ELSEWHERE,
     RegisterVersion: Reason.REGISTRATION_FAILED,
     SetApproval: Reason.APPROVAL_FAILED,
     DeployEndpoint: Reason.DEPLOYMENT_FAILED,
@@ -79,10 +81,15 @@ def _run(
 ) -> None:
     registry, hosting, status = provider.registry, provider.hosting, out.status
     match action:
-        case EnsureGroup(name=name, description=description):
-            arn = registry.ensure_group(name, description)
-            status.modelPackageGroup = GroupStatus(name=name, arn=arn)
+        case EnsureGroup(name=name, description=description, owner=owner):
+            arn = registry.ensure_group(name, description, owner)
+            status.modelPackageGroup = GroupStatus(name=name, arn=arn, owner=owner)
             out.events.append(Event("Normal", Reason.GROUP_READY, f"model package group {arn}"))
+        case ClaimGroup(name=name, group_arn=arn, owner=owner):
+            registry.claim_group(arn, owner)
+            status.modelPackageGroup = GroupStatus(name=name, arn=arn, owner=owner)
+            text = f"model package group {name} adopted: {owner} owns it now"
+            out.events.append(Event("Normal", Reason.GROUP_ADOPTED, text))
         case RegisterVersion(artifact=artifact):
             version = registry.register_version(spec)
             model = spec.model

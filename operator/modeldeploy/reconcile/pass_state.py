@@ -49,7 +49,9 @@ class PassState:
         # Parts are shared with `old`, never changed in place: steps replace what they change.
         new = ModelDeploymentStatus(
             modelPackageGroup=GroupStatus(
-                name=spec.modelPackageGroup.name, arn=observed.group_arn or ""
+                name=spec.modelPackageGroup.name,
+                arn=observed.group_arn or "",
+                owner=observed.group_owner or None,
             ),
             registration=old.registration,
             latestVersion=old.latestVersion,

@@ -15,7 +15,12 @@ from modeldeploy.reconcile.finalize import stall_message
 from modeldeploy.reconcile.gates import decide_approval, newest_approved, promotion
 from modeldeploy.reconcile.pass_state import PassState
 from modeldeploy.reconcile.reasons import Phase, Reason
-from modeldeploy.reconcile.registration import ensure_group, record_latest, register_model
+from modeldeploy.reconcile.registration import (
+    check_owner,
+    ensure_group,
+    record_latest,
+    register_model,
+)
 from modeldeploy.reconcile.smoke import decide_smoke
 from modeldeploy.reconcile.stages import plan_stage
 from modeldeploy.reconcile.summary import summarize
@@ -25,7 +30,7 @@ from modeldeploy.spec import ModelDeploymentSpec
 from modeldeploy.status import ModelDeploymentStatus
 
 # Steps that may end the pass early: nothing downstream moves until they are satisfied.
-GATES = (ensure_group, register_model, record_latest, decide_approval)
+GATES = (ensure_group, check_owner, register_model, record_latest, decide_approval)
 
 
 def plan(

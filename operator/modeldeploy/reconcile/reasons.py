@@ -25,6 +25,10 @@ class Reason(StrEnum):
     # Registration
     CREATING_GROUP = "CreatingGroup"
     GROUP_READY = "GroupReady"
+    ADOPTING_GROUP = "AdoptingGroup"
+    GROUP_ADOPTED = "GroupAdopted"
+    GROUP_OWNED_ELSEWHERE = "GroupOwnedElsewhere"
+    GROUP_NOT_ADOPTED = "GroupNotAdopted"
     REGISTERING = "Registering"
     REGISTERED = "Registered"
     NO_MODEL_VERSION = "NoModelVersion"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from modeldeploy.reconcile.actions import EnsureGroup, RegisterVersion
+from modeldeploy.reconcile.actions import ClaimGroup, EnsureGroup, RegisterVersion, stall_key
 from modeldeploy.reconcile.pass_state import PassState
 from modeldeploy.reconcile.reasons import Phase, Reason
 from modeldeploy.reconcile.types import Event, Verdict
-from modeldeploy.status import LatestVersionStatus, VersionStatus
+from modeldeploy.status import LatestVersionStatus, StallStatus, VersionStatus
 
 SHOWN_VERSIONS = 10  # status.versions: what `kubectl modeldeploy get` lists
 
@@ -22,8 +22,43 @@ def ensure_group(s: PassState) -> Verdict | None:
     group = s.spec.modelPackageGroup
     if s.observed.group_arn is not None:
         return None
-    s.actions.append(EnsureGroup(group.name, group.description))
+    s.actions.append(EnsureGroup(group.name, group.description, s.ctx.owner))
     return _registering(s, Reason.CREATING_GROUP, f"creating model package group {group.name}")
+
+
+def check_owner(s: PassState) -> Verdict | None:
+    """A group belongs to the ModelDeployment that created or adopted it: no other resource
+    registers into it, approves its versions or deploys them."""
+    group, me = s.spec.modelPackageGroup, s.ctx.owner
+    owner, arn = s.observed.group_owner, s.observed.group_arn or ""
+    if owner == me:
+        return None
+    if owner:
+        reason = Reason.GROUP_OWNED_ELSEWHERE
+        message = (
+            f"model package group {group.name} belongs to ModelDeployment {owner}: only it "
+            "registers, approves and deploys from the group; choose another "
+            "spec.modelPackageGroup.name"
+        )
+    elif group.adopt:
+        s.actions.append(ClaimGroup(group.name, arn, me))
+        return _registering(s, Reason.ADOPTING_GROUP, f"adopting model package group {group.name}")
+    else:
+        reason = Reason.GROUP_NOT_ADOPTED
+        message = (
+            f"model package group {group.name} exists and belongs to no ModelDeployment (a "
+            "training pipeline or `modeldeploy register` created it): set "
+            "spec.modelPackageGroup.adopt: true to deliver its versions from this resource"
+        )
+    s.conds.set("Registered", False, reason, message)
+    stall = StallStatus(
+        key=stall_key("owner", group.name, owner),
+        generation=s.ctx.generation,
+        reason=reason,
+        message=message,
+        source="remote",  # judged again every pass: the owner may let the group go
+    )
+    return Verdict(Phase.FAILED, message, s.conds, s.timing.resync, stall=stall)
 
 
 def register_model(s: PassState) -> Verdict | None:

@@ -20,6 +20,11 @@ class Context:
     generation: int
     now: datetime
 
+    @property
+    def owner(self) -> str:
+        """How this resource is named as the owner of its model package group."""
+        return f"{self.namespace}/{self.name}"
+
 
 def _seconds(var: str, default: float) -> float:
     return float(os.environ.get(var, default))

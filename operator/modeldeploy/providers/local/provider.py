@@ -131,7 +131,7 @@ class LocalProvider:
     def observe(
         self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
     ) -> Observed:
-        """Everything is local and cheap to read, so the hint is not needed."""
+        """Everything is local and cheap to read; only the owner is taken from the hint."""
         group = spec.modelPackageGroup.name
         arn = self.state.group_arn(group)
         if arn is None:
@@ -140,4 +140,6 @@ class LocalProvider:
             self.hosting.describe(naming.endpoint_name(namespace, name, stage))
             for stage in ("staging", "production")
         )
-        return Observed(arn, tuple(self.state.versions(group)), staging, production)
+        versions = tuple(self.state.versions(group))
+        owner = hint.group_owner or self.state.group_owner(arn)
+        return Observed(arn, versions, staging, production, owner)

@@ -27,9 +27,18 @@ class LocalRegistry:
     def group_arn(self, group: str) -> str | None:
         return self.state.group_arn(group)
 
-    def ensure_group(self, name: str, description: str | None) -> str:
+    def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
         self._writable("creating a model package group")
-        return self.state.ensure_group(name, description)
+        return self.state.ensure_group(name, description, owner)
+
+    def group_owner(self, group_arn: str) -> str:
+        return self.state.group_owner(group_arn)
+
+    def claim_group(self, group_arn: str, owner: str) -> None:
+        self._writable(f"adopting {group_arn}")
+        now = self.state.claim_group(group_arn, owner)
+        if now != owner:
+            raise TerminalError(f"{group_arn} belongs to ModelDeployment {now or '(none)'}")
 
     def register_version(self, spec: ModelDeploymentSpec) -> ModelVersion:
         store = self._writable("registering a version")

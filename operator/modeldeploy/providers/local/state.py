@@ -20,7 +20,8 @@ from modeldeploy.remote import PENDING, ModelVersion
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
-    name TEXT PRIMARY KEY, arn TEXT NOT NULL, description TEXT, created REAL NOT NULL);
+    name TEXT PRIMARY KEY, arn TEXT NOT NULL, description TEXT, created REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS versions (
     grp TEXT NOT NULL REFERENCES groups(name), version INTEGER NOT NULL, arn TEXT NOT NULL,
     approval_status TEXT NOT NULL, approval_description TEXT NOT NULL DEFAULT '',
@@ -77,6 +78,9 @@ class State:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers never block
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(groups)")}
+            if "owner" not in columns:  # a registry written before groups had owners
+                db.execute("ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     def exists(self) -> bool:
         return not self.read_only or self.path.is_file()
@@ -104,13 +108,29 @@ class State:
             row = db.execute("SELECT arn FROM groups WHERE name = ?", (name,)).fetchone()
         return row["arn"] if row else None
 
-    def ensure_group(self, name: str, description: str | None) -> str:
+    def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
         with self._db() as db:
             db.execute(
-                "INSERT OR IGNORE INTO groups VALUES (?, ?, ?, ?)",
-                (name, group_arn(name), description or "", time.time()),
+                "INSERT OR IGNORE INTO groups (name, arn, description, created, owner)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, group_arn(name), description or "", time.time(), owner),
             )
         return group_arn(name)
+
+    def group_owner(self, arn: str) -> str:
+        """The owning ModelDeployment, "" for none (or no such group)."""
+        if not self.exists():
+            return ""
+        with self._db() as db:
+            row = db.execute("SELECT owner FROM groups WHERE arn = ?", (arn,)).fetchone()
+        return row["owner"] if row else ""
+
+    def claim_group(self, arn: str, owner: str) -> str:
+        """Make `owner` the owner of an unowned group; return the owner it has now."""
+        with self._db() as db:
+            db.execute("UPDATE groups SET owner = ? WHERE arn = ? AND owner = ''", (owner, arn))
+            row = db.execute("SELECT owner FROM groups WHERE arn = ?", (arn,)).fetchone()
+        return row["owner"] if row else ""
 
     # -- versions ----------------------------------------------------------------------------
 

@@ -78,13 +78,13 @@ class SageMakerProvider:
             if group_arn is None:
                 return Observed(group_arn=None)
 
+        # Who owns the group: one ListTags, until status records the resource itself as owner.
+        owner = hint.group_owner or self.registry.group_owner(group_arn)
         versions = self._versions(summaries, hint)
         staging = production = None
         if summaries or any(hint.stage(s).endpoint_name for s in STAGES):
             staging, production = self._endpoints(hint, namespace, name)
-        return Observed(
-            group_arn=group_arn, versions=versions, staging=staging, production=production
-        )
+        return Observed(group_arn, versions, staging, production, group_owner=owner)
 
     def _versions(self, summaries: list[dict], hint: ObserveHint) -> tuple[ModelVersion, ...]:
         by_number = {

@@ -28,6 +28,8 @@ from modeldeploy.spec import ModelDeploymentSpec
 
 log = logging.getLogger(__name__)
 
+# The ModelDeployment (namespace/name) that owns a group: only it deploys from the group.
+OWNER_TAG = "modeldeploy.dev/owner"
 DIGEST_KEY = "modeldeploy.dev/artifact-sha256"
 FRAMEWORK_KEY = "modeldeploy.dev/framework-version"
 WRITER_KEY = "modeldeploy.dev/xgboost-version"
@@ -88,13 +90,15 @@ class SageMakerRegistry:
         )
         return found["ModelPackageGroupArn"] if found else None
 
-    def ensure_group(self, name: str, description: str | None) -> str:
+    def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
         arn = self.group_arn(name)
         if arn:
             return arn
         kwargs: dict[str, Any] = {"ModelPackageGroupName": name}
         if description:
             kwargs["ModelPackageGroupDescription"] = description
+        if owner:
+            kwargs["Tags"] = [{"Key": OWNER_TAG, "Value": owner}]
         what = f"CreateModelPackageGroup {name}"
         try:
             return self.sm.create_model_package_group(**kwargs)["ModelPackageGroupArn"]
@@ -105,6 +109,21 @@ class SageMakerRegistry:
             raise from_aws(err, what) from err
         except BotoCoreError as err:
             raise from_aws(err, what) from err
+
+    def group_owner(self, group_arn: str) -> str:
+        with aws(f"ListTags {group_arn}"):
+            tags = self.sm.list_tags(ResourceArn=group_arn).get("Tags", [])
+        return next((t["Value"] for t in tags if t["Key"] == OWNER_TAG), "")
+
+    def claim_group(self, group_arn: str, owner: str) -> None:
+        # Tags have no compare-and-set: two resources adopting the same group at the same
+        # moment can both write; the next pass of each reads who won.
+        current = self.group_owner(group_arn)
+        if current and current != owner:
+            raise TerminalError(f"{group_arn} belongs to ModelDeployment {current}")
+        if not current:
+            with aws(f"AddTags {group_arn}"):
+                self.sm.add_tags(ResourceArn=group_arn, Tags=[{"Key": OWNER_TAG, "Value": owner}])
 
     # -- versions ---------------------------------------------------------------------------------
 
