@@ -37,6 +37,7 @@ from modeldeploy.serving.limits import MAX_ERROR_BODY, Limits
 from modeldeploy.serving.model import load_model
 from modeldeploy.serving.protocol import HttpProtocol, ServerState
 from modeldeploy.serving.server import App
+from modeldeploy.serving.workers import serve_main
 from modeldeploy.training.train import train
 
 CORPUS = Path(__file__).parent / "corpus" / "requests" / "cases.json"
@@ -486,3 +487,11 @@ def test_fuzz_http_bytes_never_raise_and_answer_2xx_or_4xx(
     statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)]
     assert all(s in (100, 200, 204) or 400 <= s < 500 for s in statuses), statuses
     assert transport.closed or not protocol.in_request or statuses
+
+
+def test_a_bad_limit_is_refused_at_startup(
+    model_tar: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MODELDEPLOY_SERVE_MAX_CONNECTIONS", "lots")
+    assert serve_main(model_tar, port=0) == 2
+    assert "MODELDEPLOY_SERVE_MAX_CONNECTIONS must be a whole number, got 'lots'" in caplog.text

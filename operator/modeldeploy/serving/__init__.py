@@ -1,6 +1,7 @@
 """`modeldeploy serve`: an HTTP inference server that follows the SageMaker first-party XGBoost
 container contract (GET /ping, POST /invocations; text/csv and text/libsvm in; CSV, JSON or
-JSON Lines out; 204/400/406/413/415 as the container answers them).
+JSON Lines out; 204/400/406/413/415 as the container answers them, and 408/414/431 for
+requests that stall or are too large in their head, serving/limits.py).
 
 Its command line is declared here once, for both `modeldeploy serve` and
 `python -m modeldeploy.serving`. Imports stay lazy so that `modeldeploy` commands that do not
