@@ -20,11 +20,14 @@ start)
         nohup .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" >"$STATE/log" 2>&1 &
         echo $! >"$STATE/pid"
         echo "$PORT" >"$STATE/port"
-        for _ in $(seq 100); do
-            curl -sf "http://127.0.0.1:$PORT/moto-api/data.json" >/dev/null && break
+        # Importing moto takes seconds on a busy machine: wait up to 60 s, and say so if not up.
+        up=""
+        for _ in $(seq 600); do
+            curl -sf "http://127.0.0.1:$PORT/moto-api/data.json" >/dev/null && { up=1; break; }
             running || { echo "emulator failed to start; see $STATE/log" >&2; exit 1; }
             sleep 0.1
         done
+        [[ -n $up ]] || { echo "emulator did not answer within 60 s; see $STATE/log" >&2; exit 1; }
     fi
     export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=testing \
         AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
