@@ -685,7 +685,7 @@ def test_an_unowned_group_is_adopted_only_when_the_spec_says_so():
     assert "spec.modelPackageGroup.adopt: true" in p.status["message"]
     adopting = spec(modelPackageGroup={"name": "churn", "adopt": True})
     p = plan(adopting, p.status, remote, ctx(2))
-    assert p.actions == [ClaimGroup("churn", GROUP_ARN, "ml/churn")]
+    assert p.actions == [ClaimGroup(GROUP_ARN, "ml/churn")]
     assert cond(p, "Reconciling") == ("True", "AdoptingGroup")
     # Once the registry names this resource, the pipeline goes on (here: to the approval gate).
     owned = plan(

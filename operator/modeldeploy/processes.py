@@ -10,6 +10,7 @@ child, and never counted as running.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -152,3 +153,21 @@ def private_dir(path: Path) -> Path:
 def private_file(path: Path, flags: int) -> int:
     """An `opener` for open(): files it creates are 0600 (an existing file keeps its mode)."""
     return os.open(path, flags, 0o600)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A `preexec_fn`: runs in the child between fork and exec, so that it is sent SIGTERM when
+    the thread that started it exits (a crashed test run leaves nothing behind)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a child's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -16,11 +16,9 @@ reuses them while they run, `down` stops them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -41,7 +39,6 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # A constant issuer (not the URL with its port) keeps tokens valid when the port changes.
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 STOP_GRACE_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 class ControlPlaneError(RuntimeError):
@@ -51,19 +48,6 @@ class ControlPlaneError(RuntimeError):
 def _stop(pid: int, argv0: str) -> None:
     if not processes.stop(pid, argv0, grace=STOP_GRACE_SECONDS):
         raise ControlPlaneError(f"process {pid} ({argv0}) did not exit after SIGKILL")
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGTERM it when the parent thread exits.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 class ControlPlane:
@@ -258,7 +242,7 @@ class ControlPlane:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=None if self._detach else _die_with_parent,
+                preexec_fn=None if self._detach else processes.die_with_parent,
             )
         return processes.keep(proc)
 
@@ -311,7 +295,8 @@ class ControlPlane:
             self._check_alive(etcd, "etcd")
             if time.monotonic() > deadline:
                 log = self._log("etcd")
-                raise ControlPlaneError(f"etcd not healthy in time; {log}:\n{_log_tail(log)}")
+                tail = processes.log_tail(log)
+                raise ControlPlaneError(f"etcd not healthy in time; {log}:\n{tail}")
             time.sleep(0.1)
 
     # -- kube-apiserver ----------------------------------------------------------------------
@@ -376,15 +361,14 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 log = self._log("kube-apiserver")
                 raise ControlPlaneError(
-                    f"kube-apiserver not ready in {timeout:.0f}s; {log}:\n{_log_tail(log)}"
+                    f"kube-apiserver not ready in {timeout:.0f}s; {log}:\n{processes.log_tail(log)}"
                 )
             time.sleep(0.25)
 
     def _check_alive(self, entry: dict[str, Any], name: str) -> None:
         if not process_alive(entry["pid"], entry["argv0"]):
-            raise _ExitedEarly(
-                f"{name} exited during startup; {self._log(name)}:\n{_log_tail(self._log(name))}"
-            )
+            log = self._log(name)
+            raise _ExitedEarly(f"{name} exited during startup; {log}:\n{processes.log_tail(log)}")
 
     def _get_json(self, url: str, ctx: ssl.SSLContext | None = None) -> dict[str, Any] | None:
         if ctx is None and url.startswith("https:"):

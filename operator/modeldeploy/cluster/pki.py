@@ -50,39 +50,35 @@ class CertPair:
         return self.cert.is_file() and self.key.is_file()
 
 
+def _ensure_ca(ca: CertPair, common_name: str, issued: tuple[CertPair, ...]) -> None:
+    if not ca.exists():
+        write_ca(ca, common_name)
+        for stale in issued:  # a new CA invalidates everything it signed before
+            stale.cert.unlink(missing_ok=True)
+
+
+class _Pair:
+    """A certificate and its key in the PKI directory: `<stem>.crt` and `<stem>.key`."""
+
+    def __init__(self, stem: str) -> None:
+        self.stem = stem
+
+    def __get__(self, pki: ClusterPKI, owner: type) -> CertPair:
+        return CertPair(pki.dir / f"{self.stem}.crt", pki.dir / f"{self.stem}.key")
+
+
 @dataclass(frozen=True)
 class ClusterPKI:
     """The files one control plane uses, all under one directory."""
 
     dir: Path
 
-    @property
-    def ca(self) -> CertPair:
-        return CertPair(self.dir / "ca.crt", self.dir / "ca.key")
-
-    @property
-    def serving(self) -> CertPair:
-        return CertPair(self.dir / "apiserver.crt", self.dir / "apiserver.key")
-
-    @property
-    def admin(self) -> CertPair:
-        return CertPair(self.dir / "admin.crt", self.dir / "admin.key")
-
-    @property
-    def etcd_ca(self) -> CertPair:
-        return CertPair(self.dir / "etcd-ca.crt", self.dir / "etcd-ca.key")
-
-    @property
-    def etcd_server(self) -> CertPair:
-        """etcd's serving certificate, also its peer certificate (server and client auth)."""
-        return CertPair(self.dir / "etcd-server.crt", self.dir / "etcd-server.key")
-
-    @property
-    def etcd_client(self) -> CertPair:
-        """The API server's (and `status`'s) client certificate for etcd."""
-        return CertPair(
-            self.dir / "apiserver-etcd-client.crt", self.dir / "apiserver-etcd-client.key"
-        )
+    ca = _Pair("ca")
+    serving = _Pair("apiserver")
+    admin = _Pair("admin")
+    etcd_ca = _Pair("etcd-ca")
+    etcd_server = _Pair("etcd-server")  # also etcd's peer certificate (server and client auth)
+    etcd_client = _Pair("apiserver-etcd-client")  # the API server's (and `status`'s), for etcd
 
     @property
     def sa_public_key(self) -> Path:
@@ -107,19 +103,12 @@ class ClusterPKI:
     def ensure(self) -> ClusterPKI:
         """Create whatever is missing; keep what exists so kubeconfigs stay valid across runs."""
         private_dir(self.dir)
-        if not self.ca.exists():
-            # A new CA invalidates everything it signed before.
-            write_ca(self.ca, "modeldeploy-local-ca")
-            for stale in (self.serving, self.admin):
-                stale.cert.unlink(missing_ok=True)
+        _ensure_ca(self.ca, "modeldeploy-local-ca", (self.serving, self.admin))
+        _ensure_ca(self.etcd_ca, "modeldeploy-local-etcd-ca", (self.etcd_server, self.etcd_client))
         if not self.serving.exists():
             mint_serving_cert(self.ca, self.serving)
         if not self.admin.exists():
             mint_client_cert(self.ca, self.admin, "admin", ["system:masters"])
-        if not self.etcd_ca.exists():
-            write_ca(self.etcd_ca, "modeldeploy-local-etcd-ca")
-            for stale in (self.etcd_server, self.etcd_client):
-                stale.cert.unlink(missing_ok=True)
         if not self.etcd_server.exists():
             mint_etcd_server_cert(self.etcd_ca, self.etcd_server)
         if not self.etcd_client.exists():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from modeldeploy.remote import DeployRequest
 
@@ -12,16 +12,16 @@ Stage = Literal["staging", "production"]
 
 @dataclass(frozen=True)
 class EnsureGroup:
+    """Create the spec's group, owned by the ModelDeployment (namespace/name) creating it."""
+
     name: str
     description: str | None
-    owner: str  # the ModelDeployment creating it, namespace/name
+    owner: str
 
 
-@dataclass(frozen=True)
-class ClaimGroup:
-    """Adopt a group that exists and belongs to no ModelDeployment (spec says adopt)."""
+class ClaimGroup(NamedTuple):
+    """Adopt the spec's group, which exists and belongs to no ModelDeployment."""
 
-    name: str
     group_arn: str
     owner: str
 
@@ -97,8 +97,8 @@ def action_key(action: Action) -> str:
             return stall_key("smoke", config)
         case DeleteEndpoint(endpoint_name=name):
             return stall_key("delete", name)
-        case ClaimGroup(name=name):
-            return stall_key("adopt", name)
+        case ClaimGroup(group_arn=arn):
+            return stall_key("adopt", arn)
     return stall_key("group")
 
 
@@ -107,8 +107,8 @@ def describe(action: Action) -> str:
     match action:
         case EnsureGroup(name=name, owner=owner):
             return f"create model package group {name}, owned by {owner}"
-        case ClaimGroup(name=name, owner=owner):
-            return f"adopt model package group {name} (no ModelDeployment owns it) for {owner}"
+        case ClaimGroup(group_arn=arn, owner=owner):
+            return f"adopt model package group {arn} (no ModelDeployment owns it) for {owner}"
         case RegisterVersion(artifact=artifact):
             return f"register {artifact} as a new PendingManualApproval version"
         case SetApproval(version=v, status=s, description=d):

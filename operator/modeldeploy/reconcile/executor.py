@@ -85,8 +85,9 @@ def _run(
             arn = registry.ensure_group(name, description, owner)
             status.modelPackageGroup = GroupStatus(name=name, arn=arn, owner=owner)
             out.events.append(Event("Normal", Reason.GROUP_READY, f"model package group {arn}"))
-        case ClaimGroup(name=name, group_arn=arn, owner=owner):
+        case ClaimGroup(group_arn=arn, owner=owner):
             registry.claim_group(arn, owner)
+            name = spec.modelPackageGroup.name
             status.modelPackageGroup = GroupStatus(name=name, arn=arn, owner=owner)
             text = f"model package group {name} adopted: {owner} owns it now"
             out.events.append(Event("Normal", Reason.GROUP_ADOPTED, text))

@@ -41,7 +41,7 @@ def check_owner(s: PassState) -> Verdict | None:
             "spec.modelPackageGroup.name"
         )
     elif group.adopt:
-        s.actions.append(ClaimGroup(group.name, arn, me))
+        s.actions.append(ClaimGroup(arn, me))
         return _registering(s, Reason.ADOPTING_GROUP, f"adopting model package group {group.name}")
     else:
         reason = Reason.GROUP_NOT_ADOPTED
