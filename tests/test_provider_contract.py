@@ -237,6 +237,10 @@ def test_a_group_keeps_the_owner_that_created_or_adopted_it(h: Harness) -> None:
     with pytest.raises(TerminalError, match="team-a/churn"):
         registry.claim_group(owned, "team-b/churn")
     assert h.make().registry.group_owner(owned) == "team-a/churn"  # kept across a restart
+    registry.release_group(owned, "team-b/churn")  # only the owner lets a group go
+    assert registry.group_owner(owned) == "team-a/churn"
+    registry.release_group(owned, "team-a/churn")
+    assert registry.group_owner(owned) == ""
     free = registry.ensure_group("free-group", None)  # as `modeldeploy register` creates it
     assert registry.group_owner(free) == ""
     registry.claim_group(free, "team-b/churn")

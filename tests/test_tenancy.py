@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from driver import Resource
 
+from modeldeploy import handlers
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.remote import PENDING
 from modeldeploy.spec import parse_spec
@@ -72,6 +73,18 @@ def test_another_namespace_cannot_register_approve_or_adopt_an_owned_group(
     assert versions[0].arn == arn
     assert registry.group_owner(registry.group_arn(GROUP)) == "team-a/churn"
     assert providers.built()[0].hosting.names("team-b") == []  # nothing deployed for B
+
+    # Once team A's resource is deleted, its group is free, and team B may adopt it.
+    team_a.call(handlers.on_delete)
+    assert registry.group_owner(registry.group_arn(GROUP)) == ""
+
+    def adopt(spec: dict) -> None:
+        spec["modelPackageGroup"]["adopt"] = True
+        spec["approval"].pop("approvedVersion")
+
+    team_b.edit_spec(adopt)
+    team_b.reconcile_until("PendingApproval")
+    assert registry.group_owner(registry.group_arn(GROUP)) == "team-b/churn"
 
 
 def test_an_unowned_group_is_taken_over_only_when_the_spec_adopts_it(providers, artifacts) -> None:

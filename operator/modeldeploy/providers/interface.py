@@ -28,6 +28,10 @@ class Registry(Protocol):
     def group_owner(self, group_arn: str) -> str:
         """The ModelDeployment that owns the group, "" for none."""
 
+    def release_group(self, group_arn: str, owner: str) -> None:
+        """Remove `owner` as the group's owner (its ModelDeployment is deleted); a group owned
+        by another is left alone."""
+
     def claim_group(self, group_arn: str, owner: str) -> None:
         """Make `owner` the owner of a group that has none (adoption); TerminalError if another
         ModelDeployment owns it."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from modeldeploy import naming
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.errors import ProviderError, TransientError
+from modeldeploy.providers.interface import Provider
 from modeldeploy.reconcile.reasons import Reason
 from modeldeploy.reconcile.types import Event
 from modeldeploy.spec import SpecError, parse_spec
@@ -59,4 +60,24 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
     if pending:
         return CleanupResult(False, f"waiting for {', '.join(pending)} to be deleted", events)
     events.append(Event("Normal", Reason.DELETED, "staging and production endpoints are deleted"))
+    return _release_group(provider, spec.modelPackageGroup.name, f"{namespace}/{name}", events)
+
+
+def _release_group(
+    provider: Provider, group: str, owner: str, events: list[Event]
+) -> CleanupResult:
+    """Let the group go, so that another ModelDeployment may adopt it. A refusal does not hold
+    the resource back: the group then stays owned, and the Event says how to free it."""
+    try:
+        arn = provider.registry.group_arn(group)
+        if arn:
+            provider.registry.release_group(arn, owner)
+    except TransientError as err:
+        return CleanupResult(False, f"releasing model package group {group}: {err}", events)
+    except ProviderError as err:
+        text = (
+            f"model package group {group} stays owned by {owner}: {err}; remove its "
+            "modeldeploy.dev/owner tag to let another ModelDeployment adopt it"
+        )
+        events.append(Event("Warning", Reason.DELETION_FAILED, text))
     return CleanupResult(True, "endpoints deleted", events)

@@ -34,6 +34,10 @@ class LocalRegistry:
     def group_owner(self, group_arn: str) -> str:
         return self.state.group_owner(group_arn)
 
+    def release_group(self, group_arn: str, owner: str) -> None:
+        self._writable(f"releasing {group_arn}")
+        self.state.release_group(group_arn, owner)
+
     def claim_group(self, group_arn: str, owner: str) -> None:
         self._writable(f"adopting {group_arn}")
         now = self.state.claim_group(group_arn, owner)

@@ -125,6 +125,10 @@ class State:
             row = db.execute("SELECT owner FROM groups WHERE arn = ?", (arn,)).fetchone()
         return row["owner"] if row else ""
 
+    def release_group(self, arn: str, owner: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE groups SET owner = '' WHERE arn = ? AND owner = ?", (arn, owner))
+
     def claim_group(self, arn: str, owner: str) -> str:
         """Make `owner` the owner of an unowned group; return the owner it has now."""
         with self._db() as db:

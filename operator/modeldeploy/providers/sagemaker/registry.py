@@ -115,6 +115,11 @@ class SageMakerRegistry:
             tags = self.sm.list_tags(ResourceArn=group_arn).get("Tags", [])
         return next((t["Value"] for t in tags if t["Key"] == OWNER_TAG), "")
 
+    def release_group(self, group_arn: str, owner: str) -> None:
+        if self.group_owner(group_arn) == owner:
+            with aws(f"DeleteTags {group_arn}"):
+                self.sm.delete_tags(ResourceArn=group_arn, TagKeys=[OWNER_TAG])
+
     def claim_group(self, group_arn: str, owner: str) -> None:
         # Tags have no compare-and-set: two resources adopting the same group at the same
         # moment can both write; the next pass of each reads who won.
