@@ -60,24 +60,27 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
     if pending:
         return CleanupResult(False, f"waiting for {', '.join(pending)} to be deleted", events)
     events.append(Event("Normal", Reason.DELETED, "staging and production endpoints are deleted"))
-    return _release_group(provider, spec.modelPackageGroup.name, f"{namespace}/{name}", events)
-
-
-def _release_group(
-    provider: Provider, group: str, owner: str, events: list[Event]
-) -> CleanupResult:
-    """Let the group go, so that another ModelDeployment may adopt it. A refusal does not hold
-    the resource back: the group then stays owned, and the Event says how to free it."""
+    group = spec.modelPackageGroup.name
     try:
-        arn = provider.registry.group_arn(group)
-        if arn:
-            provider.registry.release_group(arn, owner)
+        events += _release_group(provider, group, f"{namespace}/{name}")
     except TransientError as err:
         return CleanupResult(False, f"releasing model package group {group}: {err}", events)
-    except ProviderError as err:
-        text = (
-            f"model package group {group} stays owned by {owner}: {err}; remove its "
-            "modeldeploy.dev/owner tag to let another ModelDeployment adopt it"
-        )
-        events.append(Event("Warning", Reason.DELETION_FAILED, text))
     return CleanupResult(True, "endpoints deleted", events)
+
+
+def _release_group(provider: Provider, group: str, owner: str) -> list[Event]:
+    """Let the group go, so that another ModelDeployment may adopt it. Only a transient error
+    holds the resource back; on a refusal the group stays owned and the Event says how to
+    free it."""
+    registry = provider.registry
+    try:
+        arn = registry.group_arn(group)
+        if arn:
+            registry.release_group(arn, owner)
+    except TransientError:
+        raise  # the caller retries
+    except ProviderError as err:
+        why = f"model package group {group} stays owned by {owner}: {err}"
+        hint = "remove its modeldeploy.dev/owner tag to let another ModelDeployment adopt it"
+        return [Event("Warning", Reason.DELETION_FAILED, f"{why}; {hint}")]
+    return []
