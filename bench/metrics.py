@@ -29,8 +29,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from parsing import cpu_us  # bench/ is the script's own directory, so first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -61,17 +62,6 @@ PROMETHEUS_CLIENT_COST = textwrap.dedent(
     print(json.dumps(best * 1e6))
     """
 )
-
-
-def cpu_us(fn: Callable[[], object], calls: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(7):
-        start = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - start) / calls)
-    return best * 1e6
 
 
 def per_call(model_tar: Path, body: bytes) -> dict[str, float]:

@@ -60,15 +60,22 @@ def kubectl(
     return proc
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver, up for the whole session; stopped (no process left) at its end."""
-    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), detach=False)
+def running_control_plane(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver in a fresh state dir, stopped (no process left) when done."""
+    cp = ControlPlane(tmp_path_factory.mktemp(name), detach=False)
     try:
         cp.up()
         yield cp
     finally:
         cp.down()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The session's control plane."""
+    yield from running_control_plane(tmp_path_factory, "controlplane")
 
 
 @pytest.fixture(scope="session")

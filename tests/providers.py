@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from botocore.config import Config
+
 from modeldeploy import naming
 from modeldeploy.providers.local.state import State
+from modeldeploy.providers.sagemaker import SageMakerProvider
 from modeldeploy.remote import DeployRequest, ModelVersion, Observed, ObserveHint, RecordedStage
 
 # What changes the local state; every other State method only reads.
@@ -118,3 +121,15 @@ def state_calls(*states: State) -> Iterator[list[str]]:
         for state in states:
             for name in names:
                 delattr(state, name)
+
+
+def fresh_sagemaker_provider(session, region: str, role_arn: str) -> SageMakerProvider:
+    """A provider with clients of its own and no retries: what an operator restart looks like."""
+    config = Config(retries={"mode": "standard", "max_attempts": 1})
+    return SageMakerProvider(
+        region,
+        role_arn,
+        sagemaker_client=session.client("sagemaker", config=config),
+        runtime_client=session.client("sagemaker-runtime", config=config),
+        s3_client=session.client("s3", config=config),
+    )

@@ -19,19 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kube import CRD_FILE, CRD_NAME, kubectl, kubectl_path
+from kube import CRD_FILE, CRD_NAME, kubectl, kubectl_path, running_control_plane
 
 from modeldeploy.cluster import ControlPlane, wait_established
 
 
 @pytest.fixture(scope="session")
 def quiet_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("quiet-controlplane"), detach=False)
-    try:
-        cp.up()
-        yield cp
-    finally:
-        cp.down()
+    yield from running_control_plane(tmp_path_factory, "quiet-controlplane")
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,16 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from botocore.awsrequest import AWSResponse
-from botocore.config import Config
 from conftest import build_model_tar
 from emulator import REGION, ROLE_ARN
-from providers import STATE_WRITES, deploy_request, recorded, state_calls, steady_hint
+from providers import (
+    STATE_WRITES,
+    deploy_request,
+    fresh_sagemaker_provider,
+    recorded,
+    state_calls,
+    steady_hint,
+)
 
 from modeldeploy import naming
 from modeldeploy.providers.errors import TerminalError, TransientError
@@ -132,16 +138,9 @@ def sagemaker_harness(request: pytest.FixtureRequest) -> Harness:
     session = request.getfixturevalue("boto_session")
     upload = request.getfixturevalue("upload")
     bucket = request.getfixturevalue("bucket")
-    config = Config(retries={"mode": "standard", "max_attempts": 1})
 
     def make() -> SageMakerProvider:
-        return SageMakerProvider(
-            REGION,
-            ROLE_ARN,
-            sagemaker_client=session.client("sagemaker", config=config),
-            runtime_client=session.client("sagemaker-runtime", config=config),
-            s3_client=session.client("s3", config=config),
-        )
+        return fresh_sagemaker_provider(session, REGION, ROLE_ARN)
 
     def calls(providers: list[SageMakerProvider]) -> AbstractContextManager[list[str]]:
         return recorded(*(c for p in providers for c in (p.registry.sm, p.registry.s3)))

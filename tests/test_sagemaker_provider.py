@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from emulator import REGION, ROLE_ARN
-from providers import deploy_request, recorded, steady_hint
+from providers import deploy_request, fresh_sagemaker_provider, recorded, steady_hint
 
 from modeldeploy import naming
 from modeldeploy.artifacts import compat
@@ -74,15 +74,7 @@ def restarted(provider: SageMakerProvider) -> Callable[[], SageMakerProvider]:
     """A new provider instance with fresh clients: what an operator restart looks like."""
 
     def make() -> SageMakerProvider:
-        config = Config(retries={"mode": "standard", "max_attempts": 1})
-        session = boto3.session.Session()
-        return SageMakerProvider(
-            REGION,
-            ROLE_ARN,
-            sagemaker_client=session.client("sagemaker", config=config),
-            runtime_client=session.client("sagemaker-runtime", config=config),
-            s3_client=session.client("s3", config=config),
-        )
+        return fresh_sagemaker_provider(boto3.session.Session(), REGION, ROLE_ARN)
 
     return make
 
