@@ -204,23 +204,18 @@ def test_each_decision_changes_only_its_field(quiet_kubeconfig, ns, capsys):
     assert "approve another version first" in capsys.readouterr().err
 
 
+def write_status(kubeconfig, ns: str, status: dict) -> None:
+    """What the operator would have written, through the status subresource."""
+    patch = ["patch", "mdep", NAME, "--subresource=status", "--type=merge"]
+    kubectl(kubeconfig, "-n", ns, *patch, "-p", json.dumps(status))
+
+
 def test_rollback_goes_to_the_live_previous_version(quiet_kubeconfig, ns, capsys):
     apply_as(quiet_kubeconfig, ns, "kubectl", MANUAL)
     assert decide(quiet_kubeconfig, ns, "rollback", NAME) == 1
     assert "has no status.production.previousVersion" in capsys.readouterr().err
     status = {"status": {"production": {"endpointName": "p", "version": 5, "previousVersion": 4}}}
-    kubectl(
-        quiet_kubeconfig,
-        "-n",
-        ns,
-        "patch",
-        "mdep",
-        NAME,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
-    )
+    write_status(quiet_kubeconfig, ns, status)
     assert decide(quiet_kubeconfig, ns, "rollback", NAME) == 0
     assert "roll production back to version 4" in capsys.readouterr().out
     assert live(quiet_kubeconfig, ns)["spec"]["production"]["promotedVersion"] == 4
@@ -231,18 +226,7 @@ def test_rollback_in_a_file_reads_previous_version_from_the_live_object(
 ):
     apply_as(quiet_kubeconfig, ns, "kustomize-controller", MANUAL)
     status = {"status": {"production": {"endpointName": "p", "version": 2, "previousVersion": 1}}}
-    kubectl(
-        quiet_kubeconfig,
-        "-n",
-        ns,
-        "patch",
-        "mdep",
-        NAME,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
-    )
+    write_status(quiet_kubeconfig, ns, status)
     path = tmp_path / "manual.yaml"
     path.write_text(MANUAL)
     # Flux manages the live object, so the file is the place for the change.
