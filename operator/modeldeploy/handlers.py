@@ -37,8 +37,10 @@ def post_event(body: kopf.Body, event: Event) -> None:
 
 def defaults(memo: kopf.Memo) -> kopf.Memo:
     """Fill in whatever the embedder did not inject."""
-    memo.setdefault("providers", ProviderFactory())
-    memo.setdefault("timing", Timing.from_env())
+    if "providers" not in memo:  # built only when missing: a factory holds clients
+        memo["providers"] = ProviderFactory()
+    if "timing" not in memo:
+        memo["timing"] = Timing.from_env()
     memo.setdefault("post_event", post_event)
     return memo
 
@@ -103,7 +105,7 @@ async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
-    await _pass(body, patch, defaults(memo))
+    await _pass(body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK)
@@ -111,12 +113,11 @@ async def on_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: obje
     if body.metadata.get("deletionTimestamp"):
         return
     if asyncio.get_running_loop().time() >= memo.get("next_due", 0.0):
-        await _pass(body, patch, defaults(memo))
+        await _pass(body, patch, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
-    memo = defaults(memo)
     async with memo.setdefault("lock", asyncio.Lock()):
         result = await asyncio.to_thread(cleanup.cleanup, _plain(body), memo.providers)
     # The same error on every retry is one Event, not one a minute.
