@@ -35,9 +35,6 @@ class Conditions:
     def set(self, ctype: str, status: bool, reason: str, message: str) -> None:
         self._set[ctype] = ("True" if status else "False", reason, message)
 
-    def get(self, ctype: str) -> Cond | None:
-        return self._set.get(ctype)
-
     def message(self, ctype: str) -> str:
         return self._set[ctype][2]
 
