@@ -13,6 +13,7 @@ import copy
 import kopf
 
 from modeldeploy import handlers
+from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile.conditions import condition
 from modeldeploy.reconcile.types import Event, Timing
@@ -42,6 +43,7 @@ class Resource:
         providers: ProviderFactory,
         name: str = "churn",
         namespace: str = "ml",
+        policy: PolicySource | None = None,
     ):
         self.raw = {
             "apiVersion": "mlops.modeldeploy.dev/v1alpha1",
@@ -53,6 +55,7 @@ class Resource:
         self.memo = kopf.Memo(
             providers=providers,
             timing=Timing(),
+            policy=policy or PolicySource(),
             post_event=lambda body, event: self.events.append(event),
         )
 

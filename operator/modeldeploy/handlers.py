@@ -5,8 +5,8 @@ acts immediately); a short timer runs the next pass when the previous one asked 
 after an action, every ~30 s while remote state is transitional, slowly when steady).
 
 What the handlers need is injected through kopf's memo at startup (`memo.providers`,
-`memo.timing`, `memo.post_event`); an embedder or a test sets its own before the operator
-starts, and per-object memos (kopf copies the operator's memo for each object) carry the
+`memo.timing`, `memo.policy`, `memo.post_event`); an embedder or a test sets its own before the
+operator starts, and per-object memos (kopf copies the operator's memo for each object) carry the
 per-resource bookkeeping: the lock, the last status written, failures, the next due time.
 """
 
@@ -21,6 +21,7 @@ from collections.abc import Callable
 import kopf
 
 from modeldeploy import metrics
+from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile import cleanup, controller
 from modeldeploy.reconcile.types import Event, Timing
@@ -41,6 +42,8 @@ def defaults(memo: kopf.Memo) -> kopf.Memo:
         memo["providers"] = ProviderFactory()
     if "timing" not in memo:
         memo["timing"] = Timing.from_env()
+    if "policy" not in memo:  # read here, so a broken policy file stops the start
+        memo["policy"] = PolicySource.from_env()
     memo.setdefault("post_event", post_event)
     return memo
 
@@ -91,6 +94,7 @@ async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             memo.providers,
             timing=memo.timing,
             failures=memo.get("failures", 0),
+            policy=memo.policy.current(),
         )
         memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
         memo["status"] = result.status

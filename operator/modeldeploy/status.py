@@ -117,11 +117,18 @@ class StallStatus(_Status):
     reason: str
     message: str
     # "action": a provider refused an action; the planner holds that action back until the
-    # spec changes. None: the planner found the failure in remote state itself.
+    # spec changes. "remote" / "policy": remote state or the platform policy refuses, judged
+    # again every pass. "spec": the spec is invalid.
     source: str | None = None
 
     def holds(self, generation: int) -> bool:
         return self.generation == generation
+
+    @property
+    def rejudged(self) -> bool:
+        """Judged afresh every pass (what is outside the spec may change), not held until the
+        spec changes."""
+        return self.source in ("remote", "policy")
 
 
 class Condition(_Status):

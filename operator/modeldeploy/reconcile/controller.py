@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from modeldeploy import metrics
+from modeldeploy.policy import PlatformPolicy
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.errors import ProviderError, TransientError
 from modeldeploy.reconcile.actions import stall_key
@@ -54,11 +55,19 @@ def run_pass(
     timing: Timing = DEFAULT_TIMING,
     failures: int = 0,
     now: datetime | None = None,
+    policy: PlatformPolicy | None = None,
 ) -> PassResult:
     ctx = context(body, now)
     old = parse_status(body.get("status"))
     try:
         spec = parse_spec(body.get("spec") or {}).with_default_provider(providers.default)
+        # Before any provider is built: a refused role or region must not even be used to read.
+        if policy and (refusal := policy.refusal(ctx.namespace, spec)):
+            stall = _stall(
+                stall_key("policy", refusal), Reason.POLICY_DENIED, refusal, ctx, "policy"
+            )
+            # Cheap to judge again: a grant the platform team adds is seen at the next poll.
+            return _end(old, old, Verdict(Phase.FAILED, refusal, stall=stall), ctx, timing.poll)
         provider = providers.get(spec)
     except SpecError as err:
         stall = _stall("spec", Reason.INVALID_SPEC, str(err), ctx, source="spec")

@@ -12,7 +12,7 @@ RETRY_HINT = "(change the spec to retry)"
 
 def stall_message(stall: StallStatus) -> str:
     """What a person reads about a terminal failure: the cause, then the way out."""
-    return f"{stall.message} {RETRY_HINT}" if stall.source != "remote" else stall.message
+    return stall.message if stall.rejudged else f"{stall.message} {RETRY_HINT}"
 
 
 def finalize(

@@ -60,9 +60,9 @@ class PassState:
             production=old.production,
         )
         stalled = old.stalled
-        # A stall about a whole pass (the spec, unreadable remote state) is judged afresh; one
-        # about an input holds until the spec changes.
-        if stalled and (stalled.key == "spec" or stalled.source == "remote"):
+        # A stall about a whole pass (the spec, unreadable remote state, the platform policy) is
+        # judged afresh; one about an input holds until the spec changes.
+        if stalled and (stalled.key == "spec" or stalled.rejudged):
             stalled = None
         if stalled and stalled.holds(ctx.generation):
             new.stalled = stalled

@@ -66,6 +66,8 @@ class Reason(StrEnum):
     ACTION_FAILED = "ActionFailed"
     # Remote state the provider will not show: stalled, looked at again at each resync
     REMOTE_ERROR = "RemoteError"
+    # The platform policy refuses a role, location or region: judged again every pass
+    POLICY_DENIED = "PolicyDenied"
     # Retried with backoff
     RETRYING = "RetryingAfterError"
     TRANSIENT_ERROR = "TransientError"
