@@ -269,6 +269,30 @@ def test_the_operator_resumes_after_an_api_server_outage(
         op.stop()
 
 
+def test_liveness_fails_once_the_api_server_is_gone_past_the_grace(
+    outage_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    """The kubelet restarts an operator that lost its API server for longer than the grace
+    (a restarted process reads its configuration again); within the grace it stays alive."""
+    cp, kc = outage_cluster, outage_cluster.kubeconfig_path
+    health = f"http://127.0.0.1:{free_port()}/healthz"
+    env = {
+        "MODELDEPLOY_DEFAULT_PROVIDER": "local",
+        "MODELDEPLOY_LOCAL_DIR": str(tmp_path / "l"),
+        "MODELDEPLOY_LIVENESS_GRACE_SECONDS": "4",
+    }
+    op = OperatorProcess(kc, env, ("--liveness", health))
+    op.start()
+    try:
+        wait_for("a live operator", lambda: liveness(health) == 200, operator=op)
+        cp.down()
+        wait_for("liveness failing", lambda: liveness(health) == 500, timeout=60, operator=op)
+        cp.up()
+        wait_for("liveness again", lambda: liveness(health) == 200, timeout=60, operator=op)
+    finally:
+        op.stop()
+
+
 # -- private local state -------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import kopf
 
 from modeldeploy import metrics
+from modeldeploy.liveness import ApiServerLost, ApiWatchdog
 from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile import cleanup, controller
@@ -45,7 +46,24 @@ def defaults(memo: kopf.Memo) -> kopf.Memo:
     if "policy" not in memo:  # read here, so a broken policy file stops the start
         memo["policy"] = PolicySource.from_env()
     memo.setdefault("post_event", post_event)
+    if "watchdog" not in memo:
+        memo["watchdog"] = ApiWatchdog()
     return memo
+
+
+@kopf.on.login()
+def login(**kwargs: object) -> kopf.ConnectionInfo | None:
+    # kopf's own login through the kubernetes client, named here because it also configures
+    # the client that the liveness probe uses: the probe asks the API server kopf talks to.
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.probe(id="apiserver")
+async def api_server_answers(memo: kopf.Memo, **_: object) -> str:
+    try:
+        return await asyncio.to_thread(memo.watchdog.probe)
+    except ApiServerLost as err:  # permanent: kopf would retry it and /healthz would hang
+        raise kopf.PermanentError(str(err)) from err
 
 
 @kopf.on.startup()
