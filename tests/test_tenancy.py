@@ -100,3 +100,20 @@ def test_an_unowned_group_is_taken_over_only_when_the_spec_adopts_it(providers, 
     assert res.status["modelPackageGroup"]["owner"] == "ml/churn"
     assert "GroupAdopted" in [e.reason for e in res.events]
     assert provider.registry.group_owner(provider.registry.group_arn(GROUP)) == "ml/churn"
+
+
+def test_another_namespace_cannot_name_an_endpoint() -> None:
+    """Endpoints are named by the operator from namespace/name (with a hash, so sanitising can't
+    make two alike), and no spec field names one: a tenant cannot point a stage at another's."""
+    from modeldeploy import naming
+    from modeldeploy.spec import SpecError
+
+    names = {
+        naming.endpoint_name(ns, name, stage)
+        for ns, name in (("team-a", "churn"), ("team-b", "churn"), ("team", "a-churn"))
+        for stage in ("staging", "production")
+    }
+    assert len(names) == 6
+    spec = {"modelPackageGroup": {"name": GROUP}, "staging": {"endpointName": "team-a-churn"}}
+    with pytest.raises(SpecError, match="endpointName"):
+        parse_spec(spec)
