@@ -161,6 +161,7 @@ def test_the_server_is_well_after_the_corpus(corpus_server: Server) -> None:
 TIMEOUTS = {
     "MODELDEPLOY_SERVE_HEADER_TIMEOUT": "1",
     "MODELDEPLOY_SERVE_BODY_TIMEOUT": "1",
+    "MODELDEPLOY_SERVE_MIN_BODY_RATE": "100",
     "MODELDEPLOY_SERVE_KEEPALIVE_TIMEOUT": "2",
 }
 
@@ -198,6 +199,22 @@ def test_half_a_body_then_silence_is_408(quick: Server) -> None:
         answer = _closed_within(sock, 5)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"request body stalled" in answer
+
+
+def test_a_body_trickled_slower_than_the_minimum_rate_is_408(quick: Server) -> None:
+    """A byte every 0.2 s never stalls (the body timeout is 1 s), but 5 bytes/s is under
+    MIN_BODY_RATE: the connection is cut once the body has taken BODY_TIMEOUT seconds."""
+    with socket.create_connection(("127.0.0.1", quick.port)) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Length: 900\r\n\r\n")
+        sock.settimeout(0.2)
+        started, answer = time.monotonic(), b""
+        while not answer and time.monotonic() - started < 10:
+            sock.sendall(b"1")
+            with contextlib.suppress(TimeoutError):
+                answer = sock.recv(4096)  # read as it comes, before a send meets the reset
+    assert time.monotonic() - started < 6
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"request body too slow" in answer
 
 
 def test_a_silent_new_connection_and_an_idle_keep_alive_are_closed(quick: Server) -> None:

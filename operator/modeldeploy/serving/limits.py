@@ -2,7 +2,8 @@
 
 Every limit has a default that no ordinary client comes near, and a `MODELDEPLOY_SERVE_*`
 variable to change it (the table is in README's serve section). A request line over its limit
-is answered 414, headers over theirs 431, a request whose headers or body stop arriving 408,
+is answered 414, headers over theirs 431, a request whose headers or body stop arriving (or
+whose body trickles in slower than `min_body_rate`) 408,
 each with a short plain-text body and the connection closed. While a worker holds
 `max_connections` connections it stops accepting (the kernel queues new ones, or another worker
 takes them) and starts again once one closes.
@@ -38,6 +39,9 @@ class Limits:
     max_header_bytes: int = 32768  # bytes of all header fields together (431)
     header_timeout: float = 20.0  # seconds from a request's first byte to its last header (408)
     body_timeout: float = 30.0  # seconds a body may go without a byte arriving (408)
+    # bytes/s a body must average once it has taken body_timeout seconds: a byte every few
+    # seconds never stalls, yet would hold a connection for days (408)
+    min_body_rate: float = 1024.0
     keepalive_timeout: float = 60.0  # seconds an idle keep-alive connection is kept
     max_connections: int = 0  # per worker; 0 here means: from RLIMIT_NOFILE, at most 1000
     accept_log_interval: float = 10.0  # seconds between two logs of failing accept()s

@@ -109,6 +109,7 @@ class HttpProtocol(asyncio.Protocol):
         self.expect_continue = False
         self.body: list[bytes] = []
         self.body_size = 0
+        self.body_began = 0.0  # monotonic time the headers were complete
         self.refused = False  # answered early (413 and the like); ignore the rest
 
     # asyncio.Protocol
@@ -193,6 +194,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.body_began = time.monotonic()
         self.head_bytes = 0
         if self.content_length > self.app.max_body:
             self._refuse_too_large(self.content_length)
@@ -308,8 +310,15 @@ class HttpProtocol(asyncio.Protocol):
                 message = f"request headers not complete within {limits.header_timeout:g} s"
                 self._error_and_close(408, message)
         elif self.in_request:
+            took = now - self.body_began
             if now - self.last_active > limits.body_timeout:
                 message = f"request body stalled: no byte for {limits.body_timeout:g} s"
+                self._error_and_close(408, message)
+            elif took > limits.body_timeout and self.body_size / took < limits.min_body_rate:
+                message = (
+                    f"request body too slow: {self.body_size} bytes in {took:.0f} s, under "
+                    f"{limits.min_body_rate:g} bytes/s"
+                )
                 self._error_and_close(408, message)
         else:
             idle = limits.keepalive_timeout if self.served else limits.header_timeout
