@@ -6,7 +6,9 @@ Registry: a SQLite file (`state`) and a content-addressed artifact store. Hostin
 per endpoint running the same server in the cluster (`hosting_kubernetes`).
 State lives under MODELDEPLOY_LOCAL_DIR (default ~/.local/share/modeldeploy), which only its
 owner can open (0700, tightened with a log line when it was open): the registry, the artifacts
-and the servers' logs are 0600 files in 0700 directories.
+and the servers' logs are 0600 files in 0700 directories. A registry lost from a directory
+that held one (`history`) stalls every pass with RegistryLost until it is restored or
+`modeldeploy local reset` starts a new history; it is never silently created anew.
 
 `LocalProvider(supervise=False)` only looks (a preview): the state is opened read-only,
 endpoint looks report what they see without starting, stopping or rewriting anything, and
@@ -22,6 +24,7 @@ from modeldeploy import metrics, naming
 from modeldeploy.processes import private_dir
 from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.interface import Hosting
+from modeldeploy.providers.local.history import MARKER
 from modeldeploy.providers.local.hosting_process import ProcessHosting
 from modeldeploy.providers.local.registry import LocalRegistry
 from modeldeploy.providers.local.state import State
@@ -46,13 +49,11 @@ def _owner_only(path: Path, mode: int) -> None:
 
 
 def private_root(root: Path) -> Path:
-    """`root` as the local provider keeps it: 0700, its registry files 0600 (created so before
-    SQLite opens them, or tightened)."""
+    """`root` as the local provider keeps it: 0700, its registry files 0600 (the state creates
+    them so; an older, more open one is tightened). A missing registry is not created here: the
+    state tells a fresh directory from one whose registry was lost."""
     private_dir(root)
-    db = root / REGISTRY
-    if not db.exists():
-        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite takes an empty file
-    for name in REGISTRY_FILES:
+    for name in (*REGISTRY_FILES, MARKER):
         _owner_only(root / name, 0o600)
     return root
 

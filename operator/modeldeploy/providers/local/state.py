@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeldeploy.providers.errors import ProviderError, TransientError
+from modeldeploy.providers.local import history
 from modeldeploy.remote import PENDING, ModelVersion
 
 SCHEMA = """
@@ -35,6 +40,29 @@ CREATE TABLE IF NOT EXISTS endpoints (
     pending_config TEXT, pending_model TEXT, pending_pid INTEGER, pending_port INTEGER,
     failure_reason TEXT NOT NULL DEFAULT '', started REAL NOT NULL, updated REAL NOT NULL);
 """
+TABLES = ("groups", "versions", "endpoints")
+log = logging.getLogger(__name__)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def missing_tables(path: Path) -> list[str]:
+    """The registry's tables that the file `path` lacks (all of them when there is none)."""
+    if not path.is_file():
+        return list(TABLES)
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    finally:
+        conn.close()
+    present = {name for (name,) in rows}
+    return [t for t in TABLES if t not in present]
 
 
 def group_arn(name: str) -> str:
@@ -69,33 +97,100 @@ ENDPOINT_COLUMNS = tuple(f.name for f in dataclasses.fields(EndpointRecord))
 
 class State:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        """`read_only` (a preview): creates nothing, and SQLite itself refuses any write."""
+        """`read_only` (a preview): creates nothing, and SQLite itself refuses any write.
+
+        Creates the registry of a fresh directory. One that the directory held and lost is
+        RegistryLost (`history`), raised by every query rather than here: a pass reports it as
+        a stall, where an error building the provider would escape it."""
         self.path = path
         self.read_only = read_only
-        if read_only:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers never block
-            db.executescript(SCHEMA)
-            columns = {row["name"] for row in db.execute("PRAGMA table_info(groups)")}
-            if "owner" not in columns:  # a registry written before groups had owners
-                db.execute("ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        self._uri = path.absolute().as_uri()
+        self._lock = threading.Lock()
+        self._checked: tuple[int, int] | None = None  # the file found whole (device, inode)
+        if not read_only:
+            try:
+                self._ensure()
+            except history.RegistryLost as err:
+                log.warning("%s", err)
 
     def exists(self) -> bool:
-        return not self.read_only or self.path.is_file()
+        """False for a preview before the operator ever ran here (RegistryLost if it did)."""
+        if not self.read_only or self.path.is_file():
+            return True
+        error = history.lost(self.path, TABLES, every_table=True)
+        if error is not None:
+            raise error
+        return False
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        # mode=rw never creates the file: a deleted registry must not come back empty.
+        conn = sqlite3.connect(
+            f"{self._uri}?mode={mode}", uri=True, timeout=30, isolation_level=None
+        )
+        conn.row_factory = sqlite3.Row
+        return conn
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         # One short-lived connection per use: the operator reconciles from several threads.
-        if self.read_only:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-        else:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
+        if not self.read_only:
+            self._ensure()
+        try:
+            conn = self._connect("ro" if self.read_only else "rw")
+        except sqlite3.OperationalError as err:
+            if self.path.exists():  # unreadable, not lost: say what SQLite says
+                raise
+            raise self._lost(err) from err  # deleted since it was checked
         try:
             yield conn
+        except sqlite3.OperationalError as err:
+            if not str(err).startswith("no such table"):
+                raise
+            raise self._lost(err) from err  # a table dropped under a running operator
+        finally:
+            conn.close()
+
+    def _lost(self, err: sqlite3.Error) -> ProviderError:
+        self._checked = None
+        missing = missing_tables(self.path)
+        error = history.lost(self.path, missing, every_table=len(missing) == len(TABLES))
+        # None: `local reset` asked for a new history meanwhile; the next try creates it.
+        return error or TransientError(f"local registry {self.path}: {err}")
+
+    def _ensure(self) -> None:
+        """Use the registry whole, create the one of a fresh directory, or raise RegistryLost."""
+        if self._checked is not None and _identity(self.path) == self._checked:
+            return  # one stat per query once the file was found whole
+        with self._lock:
+            missing = missing_tables(self.path)
+            if missing:
+                error = history.lost(self.path, missing, every_table=len(missing) == len(TABLES))
+                if error is not None:
+                    raise error
+                self._create()
+            else:
+                self._migrate()
+            history.mark_in_use(self.path.parent)
+            self._checked = _identity(self.path)
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        history.begin(self.path.parent)
+        # 0600 before SQLite opens it; its WAL and shared-memory files take this mode.
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        conn = self._connect("rw")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers never block
+            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")  # no one sees half of it
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        conn = self._connect("rw")
+        try:
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(groups)")}
+            if "owner" not in columns:  # a registry written before groups had owners
+                conn.execute("ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         finally:
             conn.close()
 
