@@ -15,6 +15,7 @@ record, and starts, stops and writes nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -33,11 +34,13 @@ from modeldeploy.providers.errors import (
     read_only_refusal,
     unreachable,
 )
+from modeldeploy.providers.local.servers import ENDPOINT_ENV, servers_of, stop_server
 from modeldeploy.providers.local.state import EndpointRecord, State
 from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
 START_TIMEOUT = float(os.environ.get("MODELDEPLOY_LOCAL_START_TIMEOUT", "60"))
 STOP_GRACE = 5.0
+log = logging.getLogger(__name__)
 _CLEAR_PENDING = {
     "pending_config": None,
     "pending_model": None,
@@ -86,6 +89,7 @@ def first_line(answer: str) -> str:
 class ProcessHosting:
     def __init__(self, state: State, root: Path, workers: int = 1, *, supervise: bool = True):
         self.state = state
+        self.root = root
         self.logs = root / "logs"
         self.workers = workers
         self.supervise = supervise
@@ -99,6 +103,7 @@ class ProcessHosting:
         return self.logs / f"{name}--{config}.log"
 
     def _spawn(self, name: str, config: str, model: str, port: int) -> int:
+        self._stop_untracked(name)
         # 0600: a server's log may quote payloads. The child keeps its own copy of the file.
         with open(self._log(name, config), "ab", opener=processes.private_file) as log:
             proc = subprocess.Popen(
@@ -109,9 +114,27 @@ class ProcessHosting:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, ENDPOINT_ENV: name},  # whose server it is, for `servers`
                 start_new_session=True,  # outlives an operator restart
             )
         return processes.keep(proc)
+
+    def _stop_untracked(self, name: str) -> None:
+        """Stop the servers of `name` that no row tracks (a lost row, a lost registry): one
+        endpoint never has two servers, and none is left running unseen."""
+        row = self.state.endpoint(name)
+        tracked = {row.pid, row.pending_pid} if row else set()
+        for server in servers_of(self.root):
+            if server.endpoint != name or server.pid in tracked:
+                continue
+            log.warning(
+                "endpoint %s: stopping server %d, which the local registry does not track,"
+                " before starting one",
+                name,
+                server.pid,
+            )
+            if not stop_server(server, self.root):
+                raise TransientError(f"endpoint {name}: untracked server {server.pid} did not stop")
 
     def _tail(self, name: str, config: str) -> str:
         try:
