@@ -185,6 +185,33 @@ def _cluster(args: argparse.Namespace) -> int:
     return cluster_command(args.action, Path(args.state_dir))
 
 
+def _add_local(sub: _Subparsers) -> None:
+    local = sub.add_parser("local", help="the local provider's state directory")
+    actions = local.add_subparsers(dest="action", required=True)
+    reset = actions.add_parser(
+        "reset",
+        help="after a lost registry: stop the directory's endpoint servers and start a new "
+        "history (version numbers start again at 1)",
+    )
+    reset.add_argument(
+        "--dir",
+        help="the local provider's directory (default: MODELDEPLOY_LOCAL_DIR, else "
+        "~/.local/share/modeldeploy)",
+    )
+    reset.add_argument(
+        "--force", action="store_true", help="reset even an intact registry (it is set aside)"
+    )
+    reset.set_defaults(func=_local_reset)
+
+
+def _local_reset(args: argparse.Namespace) -> int:
+    from modeldeploy.providers.local import default_root
+    from modeldeploy.providers.local.reset import reset
+
+    print("\n".join(reset(Path(args.dir) if args.dir else default_root(), force=args.force)))
+    return 0
+
+
 def _add_decisions(sub: _Subparsers) -> None:
     # approve | reject | promote | rollback NAME --version N [-f FILE]: decisions as commits
     # (a rewritten manifest) or as server-side apply on the live object; modeldeploy.gitops.
@@ -216,6 +243,7 @@ SUBCOMMANDS = (
     _add_report,
     _add_serve,
     _add_cluster,
+    _add_local,
     _add_decisions,
     _add_completion,
 )
