@@ -302,10 +302,15 @@ Stop everything: make down""")
         if not self.local_dir.exists():
             return
         from modeldeploy.providers.local import LocalProvider
+        from modeldeploy.providers.local.history import RegistryLost
         from modeldeploy.providers.local.hosting_process import ProcessHosting
 
         provider = LocalProvider(self.local_dir)
-        for name in provider.state.endpoint_names(""):
+        try:
+            names = provider.state.endpoint_names("")
+        except RegistryLost:  # no rows to go by: the servers are found by their artifacts
+            names = []
+        for name in names:
             row = provider.state.endpoint(name)
             if row is not None and not isinstance(provider.hosting, ProcessHosting):
                 provider.hosting.delete(name)  # another hosting: it knows its own
