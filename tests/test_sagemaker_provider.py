@@ -37,7 +37,7 @@ from modeldeploy.remote import (
     ObserveHint,
     RecordedStage,
 )
-from modeldeploy.spec import ApprovalSpec, ModelDeploymentSpec, parse_spec
+from modeldeploy.spec import ApprovalSpec, ModelDeploymentSpec, ModelPackageGroupSpec, parse_spec
 
 NS, NAME, GROUP = "ml", "churn", "churn-xgboost"
 NAME_RE = naming.NAME_PATTERN
@@ -601,3 +601,65 @@ def test_emulator_lacks_update_endpoint(provider, model_artifact) -> None:
     provider.hosting.deploy(request_for(version))
     with pytest.raises(TransientError, match="UpdateEndpoint"):
         provider.hosting.deploy(request_for(version, capture=50))
+
+
+# -- answers lost on the way back (tests/test_fault_proxy.py finds these against the emulator) ---
+
+
+def test_a_create_the_sdk_retried_after_a_lost_answer_is_done(
+    aws_env, boto_session, runtime_client, s3_client
+) -> None:
+    # Stubber: SageMaker refuses a second create of the same name, which is what the SDK's
+    # retry of a create whose answer was lost meets; the emulator overwrites instead. These
+    # refusals used to be terminal, stalling the resource until its spec changed.
+    provider, stub = stubbed(boto_session, runtime_client, s3_client)
+    action = request_for(ModelVersion(1, VERSION_ARN, APPROVED))
+    model = naming.model_name(action.endpoint_name, action.version.arn)
+    for what, noun, name in (
+        ("model", "model", model),
+        ("endpoint_config", "endpoint configuration", action.config_name),
+        ("endpoint", "endpoint", action.endpoint_name),
+    ):
+        stub.add_client_error(f"describe_{what}", "ValidationException", f"Could not find {name}")
+        refusal = f'Cannot create already existing {noun} "{ARN}:{what}/{name}".'
+        stub.add_client_error(f"create_{what}", "ValidationException", refusal)
+    with stub:
+        provider.hosting.deploy(action)
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("now", "error"), [("Updating", TransientError), ("InService", TerminalError)]
+)
+def test_an_update_refused_as_in_progress_waits_for_it(
+    aws_env, boto_session, runtime_client, s3_client, now: str, error: type
+) -> None:
+    # Stubber: the emulator lacks UpdateEndpoint. The SDK's retry of an update whose answer
+    # was lost finds the endpoint Updating, and is refused: that is an update in flight.
+    provider, stub = stubbed(boto_session, runtime_client, s3_client)
+    action = updated_request()
+    stub_existing_model_and_config(stub, action)
+    stub_describe_endpoint(stub, "InService", "cfg-of-version-1")
+    refusal = f'Cannot update in-progress endpoint "{ARN}:endpoint/{action.endpoint_name}".'
+    stub.add_client_error("update_endpoint", "ValidationException", refusal)
+    stub_describe_endpoint(stub, now, "cfg-of-version-1")
+    with stub, pytest.raises(error, match="UpdateEndpoint"):
+        provider.hosting.deploy(action)
+
+
+def test_the_same_bytes_in_two_groups_have_two_client_tokens(
+    provider, sagemaker_client, model_artifact
+) -> None:
+    # SageMaker answers a ClientToken it has seen with the version it created then: a token
+    # of the bytes alone handed the second group the first group's version.
+    tokens: list[str] = []
+    sagemaker_client.meta.events.register(
+        "provide-client-params.sagemaker.CreateModelPackage",
+        lambda params, **_: tokens.append(params["ClientToken"]),
+    )
+    for group in (GROUP, "churn-copy"):
+        spec = make_spec(model_artifact, frameworkVersion="3.2-0")
+        spec = spec.model_copy(update={"modelPackageGroup": ModelPackageGroupSpec(name=group)})
+        provider.registry.ensure_group(group, None)
+        assert f"/{group.lower()}/1" in provider.registry.register_version(spec).arn
+    assert len(set(tokens)) == 2

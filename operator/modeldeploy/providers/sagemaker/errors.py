@@ -7,7 +7,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 
 from modeldeploy.providers.errors import aws_code, aws_message, from_aws
 
@@ -24,7 +29,25 @@ def is_not_found(err: ClientError) -> bool:
 
 
 def already_exists(err: ClientError) -> bool:
-    return "already exists" in aws_message(err).lower()
+    # Groups: "... already exists"; models, endpoint configs and endpoints: "Cannot create
+    # already existing ...".
+    return "already exist" in aws_message(err).lower()
+
+
+def retry_only_refusals(
+    response: tuple[Any, dict] | None = None,
+    caught_exception: Exception | None = None,
+    **_: Any,
+) -> bool | None:
+    """A `needs-retry` handler for creates that are not idempotent: False (no retry) when the
+    server may have done the work (a 5xx, a timeout or a cut connection after sending); None,
+    leaving it to the SDK's retry policy, when the request was refused or never sent."""
+    if caught_exception is not None:
+        never_sent = isinstance(caught_exception, EndpointConnectionError | ConnectTimeoutError)
+        return None if never_sent else False
+    if response is not None and response[0].status_code >= 500:
+        return False
+    return None
 
 
 def call_or_none(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:

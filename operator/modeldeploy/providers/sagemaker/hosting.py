@@ -11,14 +11,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from modeldeploy import naming
-from modeldeploy.providers.errors import TerminalError, TransientError, aws
-from modeldeploy.providers.sagemaker.errors import call_or_none
+from modeldeploy.providers.errors import TerminalError, TransientError, aws, from_aws
+from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
 from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
 VERSION_TAG = "modeldeploy.dev/version"
 STAGE_TAG = "modeldeploy.dev/stage"
 VARIANT = "AllTraffic"
+
+
+def create(what: str, fn: Any, **kwargs: Any) -> None:
+    """A Create* whose name fixes what it creates: "already existing" is success. It is what
+    SageMaker answers the SDK's retry of a create whose first answer was lost (the emulator
+    overwrites instead), and what a create racing another pass of the same resource meets."""
+    try:
+        fn(**kwargs)
+    except ClientError as err:
+        if not already_exists(err):
+            raise from_aws(err, what) from err
+    except BotoCoreError as err:
+        raise from_aws(err, what) from err
 
 
 class SageMakerHosting:
@@ -78,15 +93,16 @@ class SageMakerHosting:
         if call_or_none(f"DescribeModel {name}", self.sm.describe_model, ModelName=name):
             return
         self._account()  # fails early, with a clear message, when there is no role
-        with aws(f"CreateModel {name}"):
-            # From the versioned package: SageMaker takes image and artifact from it, keeps the
-            # link for lineage, and refuses a package that is not Approved.
-            self.sm.create_model(
-                ModelName=name,
-                ExecutionRoleArn=self.role_arn,
-                Containers=[{"ModelPackageName": version_arn}],
-                Tags=[{"Key": VERSION_TAG, "Value": str(version)}],
-            )
+        # From the versioned package: SageMaker takes image and artifact from it, keeps the
+        # link for lineage, and refuses a package that is not Approved.
+        create(
+            f"CreateModel {name}",
+            self.sm.create_model,
+            ModelName=name,
+            ExecutionRoleArn=self.role_arn,
+            Containers=[{"ModelPackageName": version_arn}],
+            Tags=[{"Key": VERSION_TAG, "Value": str(version)}],
+        )
 
     def _ensure_config(self, request: DeployRequest, model: str) -> None:
         name = request.config_name
@@ -127,8 +143,7 @@ class SageMakerHosting:
                     "JsonContentTypes": ["application/json", "application/jsonlines"],
                 },
             }
-        with aws(f"CreateEndpointConfig {name}"):
-            self.sm.create_endpoint_config(**kwargs)
+        create(f"CreateEndpointConfig {name}", self.sm.create_endpoint_config, **kwargs)
 
     def deploy(self, request: DeployRequest) -> None:
         version = request.version
@@ -140,12 +155,15 @@ class SageMakerHosting:
         name = request.endpoint_name
         current = self.describe(name)  # whether it exists is the remote's to say, not ours
         if current is None:
-            with aws(f"CreateEndpoint {name}"):
-                self.sm.create_endpoint(
-                    EndpointName=name,
-                    EndpointConfigName=request.config_name,
-                    Tags=[{"Key": STAGE_TAG, "Value": request.stage}],
-                )
+            # Already existing: the next pass reads which config it serves, and updates it if
+            # that is not ours.
+            create(
+                f"CreateEndpoint {name}",
+                self.sm.create_endpoint,
+                EndpointName=name,
+                EndpointConfigName=request.config_name,
+                Tags=[{"Key": STAGE_TAG, "Value": request.stage}],
+            )
         elif current.config_name == request.config_name and current.status != EndpointStatus.FAILED:
             return  # already asked for before a restart
         elif EndpointStatus.is_transitional(current.status):
@@ -156,8 +174,22 @@ class SageMakerHosting:
                 "SageMaker cannot update a failed endpoint: delete it first"
             )
         else:
-            with aws(f"UpdateEndpoint {name}"):
-                self.sm.update_endpoint(EndpointName=name, EndpointConfigName=request.config_name)
+            self._update(name, request.config_name)
+
+    def _update(self, name: str, config: str) -> None:
+        what = f"UpdateEndpoint {name}"
+        try:
+            self.sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
+        except ClientError as err:
+            # An update whose answer was lost left the endpoint Updating, and the SDK's retry
+            # meets "Cannot update in-progress endpoint": wait, as for any update in flight.
+            now = self.describe(name)
+            if now is not None and EndpointStatus.is_transitional(now.status):
+                text = f"{what}: the endpoint is {now.status}; retrying later"
+                raise TransientError(text) from err
+            raise from_aws(err, what) from err
+        except BotoCoreError as err:
+            raise from_aws(err, what) from err
 
     # -- invoke -----------------------------------------------------------------------------------
 

@@ -22,7 +22,11 @@ from modeldeploy.artifacts import compat
 from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
 from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
 from modeldeploy.providers.errors import TerminalError, aws, from_aws
-from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
+from modeldeploy.providers.sagemaker.errors import (
+    already_exists,
+    call_or_none,
+    retry_only_refusals,
+)
 from modeldeploy.remote import PENDING, ModelVersion
 from modeldeploy.spec import ModelDeploymentSpec
 
@@ -79,6 +83,15 @@ class SageMakerRegistry:
         self.sm = sm
         self.s3 = s3
         self.region = region
+        # An unanswered CreateModelPackage may have registered a version, and re-sending it
+        # registers another wherever ClientToken is not honoured (the emulator ignores it).
+        # So the SDK retries it only when it was refused; otherwise the next pass finds what
+        # the unanswered attempt registered, by digest (find_registered).
+        sm.meta.events.register(
+            "needs-retry.sagemaker.CreateModelPackage",
+            retry_only_refusals,
+            unique_id="modeldeploy-create-model-package-retry",
+        )
 
     # -- groups -----------------------------------------------------------------------------------
 
@@ -279,6 +292,7 @@ def _create_request(
     model = spec.model
     assert model is not None
     props = {DIGEST_KEY: digest, WRITER_KEY: writer}
+    token = f"{spec.modelPackageGroup.name}|{digest}|{image}"
     if framework:
         props[FRAMEWORK_KEY] = framework
     for metric in sorted(metrics)[:MAX_METRICS]:
@@ -296,7 +310,9 @@ def _create_request(
         # Explicit: SageMaker's default depends on the API caller; never leave it implicit.
         "ModelApprovalStatus": PENDING,
         # SageMaker's own idempotency: a retried create with this token returns the same ARN.
-        "ClientToken": "md-" + hashlib.sha256(f"{digest}|{image}".encode()).hexdigest()[:32],
+        # The group is part of it: the same bytes registered in another group are another
+        # version, not this one.
+        "ClientToken": "md-" + hashlib.sha256(token.encode()).hexdigest()[:32],
         "CustomerMetadataProperties": props,
     }
     if isinstance(model.metrics, str):
