@@ -18,6 +18,8 @@ import pytest
 from botocore.config import Config
 from emulator import REGION, ROLE_ARN, Emulator
 
+from modeldeploy.providers import ProviderFactory
+
 # Unimplemented emulator calls answer HTTP 500, which botocore would retry with backoff.
 ONE_ATTEMPT = Config(retries={"mode": "standard", "max_attempts": 1})
 BUCKET = "modeldeploy-test"
@@ -146,3 +148,20 @@ def model_artifact(upload: Callable[[str, bytes], str], model_tar_bytes: bytes) 
 @pytest.fixture
 def role_arn() -> str:
     return ROLE_ARN
+
+
+@pytest.fixture
+def local_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The local provider's directory for one test (MODELDEPLOY_LOCAL_DIR)."""
+    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
+    return tmp_path / "local"
+
+
+@pytest.fixture
+def local_providers(local_dir: Path) -> Iterator[ProviderFactory]:
+    """A provider factory defaulting to `local`; every endpoint a test started is stopped."""
+    factory = ProviderFactory(default="local")
+    yield factory
+    for provider in factory.built():
+        for name in provider.hosting.names(""):
+            provider.hosting.delete(name)

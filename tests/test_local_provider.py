@@ -35,21 +35,6 @@ def models(tmp_path_factory):
     return train(root / "a", progress=False), train(root / "b", seed=1, progress=False)
 
 
-@pytest.fixture
-def local_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
-    return tmp_path / "local"
-
-
-@pytest.fixture
-def providers(local_dir):
-    factory = ProviderFactory(default="local")
-    yield factory
-    for provider in factory.built():  # stop every server the test started
-        for name in provider.hosting.names(""):
-            provider.hosting.delete(name)
-
-
 def heldout(model) -> tuple[np.ndarray, str]:
     rows = np.loadtxt(model.heldout, delimiter=",")
     features = rows[:, 1:]
@@ -72,7 +57,7 @@ def predict(url: str, payload: str) -> np.ndarray:
         return np.array([float(x) for x in resp.read().decode().split()])
 
 
-def resource(models, providers: ProviderFactory, **spec) -> Resource:
+def resource(models, local_providers: ProviderFactory, **spec) -> Resource:
     _, payload = heldout(models[0])
     base = {
         "provider": "local",
@@ -81,7 +66,7 @@ def resource(models, providers: ProviderFactory, **spec) -> Resource:
         "staging": {"smokeTest": {"payload": payload.splitlines()[0], "maxLatencyMs": 5000}},
     }
     base.update(spec)
-    return Resource(base, providers=providers, name="bc", namespace="demo")
+    return Resource(base, providers=local_providers, name="bc", namespace="demo")
 
 
 def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
@@ -94,8 +79,8 @@ def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
     raise AssertionError(f"never reached {phase}: {res.status.get('message')}")
 
 
-def test_pipeline_serves_real_predictions_and_rolls_back(models, providers):
-    res = resource(models, providers)
+def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers):
+    res = resource(models, local_providers)
     settle(res, "PendingApproval")
     res.edit_spec(
         lambda s: (

@@ -15,7 +15,6 @@ from driver import Resource
 
 from modeldeploy import handlers
 from modeldeploy.policy import PolicyError, PolicySource, load_policy
-from modeldeploy.providers import ProviderFactory
 from modeldeploy.spec import parse_spec
 
 ROLE_A = "arn:aws:iam::111111111111:role/team-a-deploy"
@@ -49,30 +48,20 @@ def policy(tmp_path: Path, models: Path) -> PolicySource:
     return PolicySource(write_policy(tmp_path / "policy.yaml", models))
 
 
-@pytest.fixture
-def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
-    factory = ProviderFactory(default="local")
-    yield factory
-    for provider in factory.built():  # stop whatever a test started
-        for name in provider.hosting.names(""):
-            provider.hosting.delete(name)
-
-
-def local(namespace: str, artifact: str, providers, policy) -> Resource:
+def local(namespace: str, artifact: str, local_providers, policy) -> Resource:
     spec = {
         "provider": "local",
         "modelPackageGroup": {"name": f"{namespace}-churn"},
         "model": {"artifact": artifact},
     }
-    return Resource(spec, providers=providers, namespace=namespace, policy=policy)
+    return Resource(spec, providers=local_providers, namespace=namespace, policy=policy)
 
 
 def test_a_namespace_reads_only_its_granted_locations_until_the_policy_grants_more(
-    tmp_path: Path, models: Path, providers, policy
+    tmp_path: Path, models: Path, local_providers, policy
 ) -> None:
     theirs = f"file://{models}/team-a/model.tar.gz"
-    res = local("team-b", theirs, providers, policy)
+    res = local("team-b", theirs, local_providers, policy)
     res.reconcile_until("Failed")
     assert res.condition("Stalled") == ("True", "PolicyDenied")
     message = res.status["message"]
@@ -80,7 +69,7 @@ def test_a_namespace_reads_only_its_granted_locations_until_the_policy_grants_mo
     assert "not granted to namespace team-b by the platform policy" in message
     assert "change the spec" not in message  # the policy may change instead
     assert [e.reason for e in res.events if e.type == "Warning"] == ["PolicyDenied"]
-    assert providers.built() == []  # nothing was read or written for it
+    assert local_providers.built() == []  # nothing was read or written for it
 
     res.call(handlers.on_change)  # judged again each pass: one Event, not one per pass
     assert [e.reason for e in res.events if e.type == "Warning"] == ["PolicyDenied"]
@@ -96,26 +85,28 @@ def test_a_namespace_reads_only_its_granted_locations_until_the_policy_grants_mo
 
 @pytest.mark.parametrize("trick", ["dotdot", "symlink"])
 def test_a_path_cannot_step_out_of_a_granted_directory(
-    models: Path, providers, policy, trick: str
+    models: Path, local_providers, policy, trick: str
 ) -> None:
     if trick == "dotdot":
         artifact = f"file://{models}/team-b/../team-a/model.tar.gz"
     else:
         (models / "team-b" / "link.tar.gz").symlink_to(models / "team-a" / "model.tar.gz")
         artifact = f"file://{models}/team-b/link.tar.gz"
-    res = local("team-b", artifact, providers, policy)
+    res = local("team-b", artifact, local_providers, policy)
     res.reconcile_until("Failed")
     assert res.condition("Stalled") == ("True", "PolicyDenied")
-    assert providers.built() == []
+    assert local_providers.built() == []
 
 
-def test_a_granted_location_is_delivered(models: Path, providers, policy) -> None:
-    res = local("team-b", f"file://{models}/team-b/model.tar.gz", providers, policy)
+def test_a_granted_location_is_delivered(models: Path, local_providers, policy) -> None:
+    res = local("team-b", f"file://{models}/team-b/model.tar.gz", local_providers, policy)
     res.reconcile_until("PendingApproval")
     assert res.status["latestVersion"]["version"] == 1
 
 
-def test_roles_regions_and_buckets_of_others_are_refused_before_any_call(providers, policy) -> None:
+def test_roles_regions_and_buckets_of_others_are_refused_before_any_call(
+    local_providers, policy
+) -> None:
     spec = {
         "provider": "sagemaker",
         "region": "us-east-1",
@@ -124,7 +115,7 @@ def test_roles_regions_and_buckets_of_others_are_refused_before_any_call(provide
         "model": {"artifact": "s3://team-a-models/churn/model.tar.gz"},
         "staging": {"dataCaptureDestination": "s3://team-a-models/capture"},
     }
-    res = Resource(spec, providers=providers, namespace="team-b", policy=policy)
+    res = Resource(spec, providers=local_providers, namespace="team-b", policy=policy)
     res.reconcile_until("Failed")
     message = res.status["message"]
     for refused in (
@@ -134,11 +125,14 @@ def test_roles_regions_and_buckets_of_others_are_refused_before_any_call(provide
         "spec.staging.dataCaptureDestination s3://team-a-models/capture",
     ):
         assert refused in message
-    assert providers.built() == []  # no client was made with team-a's role
+    assert local_providers.built() == []  # no client was made with team-a's role
 
     # team-a may use its role and bucket, but not a region it was not granted.
     res = Resource(
-        {**spec, "region": "us-west-2"}, providers=providers, namespace="team-a", policy=policy
+        {**spec, "region": "us-west-2"},
+        providers=local_providers,
+        namespace="team-a",
+        policy=policy,
     )
     res.reconcile_until("Failed")
     assert res.status["message"].startswith("spec.region us-west-2 (granted: eu-west-1):")

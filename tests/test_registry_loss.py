@@ -37,12 +37,6 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture
-def local_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
-    return tmp_path / "local"
-
-
-@pytest.fixture
 def stop_servers(local_dir):
     """Whatever a test leaves running in its directory is stopped by pid, tracked or not."""
     yield

@@ -11,21 +11,10 @@ import pytest
 from driver import Resource
 
 from modeldeploy import handlers
-from modeldeploy.providers import ProviderFactory
 from modeldeploy.remote import PENDING
 from modeldeploy.spec import parse_spec
 
 GROUP = "churn"
-
-
-@pytest.fixture
-def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MODELDEPLOY_LOCAL_DIR", str(tmp_path / "local"))
-    factory = ProviderFactory(default="local")
-    yield factory
-    for provider in factory.built():  # stop whatever a test started
-        for name in provider.hosting.names(""):
-            provider.hosting.delete(name)
 
 
 @pytest.fixture
@@ -38,27 +27,27 @@ def artifacts(tmp_path: Path, model_tar_bytes: bytes) -> tuple[str, str]:
     return f"file://{a}", f"file://{b}"
 
 
-def deployment(providers, namespace: str, artifact: str, **approval) -> Resource:
+def deployment(local_providers, namespace: str, artifact: str, **approval) -> Resource:
     spec = {
         "provider": "local",
         "modelPackageGroup": {"name": GROUP},
         "model": {"artifact": artifact},
         "approval": {"policy": "Manual", **approval},
     }
-    return Resource(spec, providers=providers, name="churn", namespace=namespace)
+    return Resource(spec, providers=local_providers, name="churn", namespace=namespace)
 
 
 def test_another_namespace_cannot_register_approve_or_adopt_an_owned_group(
-    providers, artifacts
+    local_providers, artifacts
 ) -> None:
-    team_a = deployment(providers, "team-a", artifacts[0])
+    team_a = deployment(local_providers, "team-a", artifacts[0])
     team_a.reconcile_until("PendingApproval")
     assert team_a.status["modelPackageGroup"]["owner"] == "team-a/churn"
-    registry = providers.built()[0].registry
+    registry = local_providers.built()[0].registry
     arn = team_a.status["latestVersion"]["arn"]
 
     # Team B names A's group, brings its own model and approves version 1 "as code".
-    team_b = deployment(providers, "team-b", artifacts[1], approvedVersion=1)
+    team_b = deployment(local_providers, "team-b", artifacts[1], approvedVersion=1)
     team_b.reconcile_until("Failed")
     assert team_b.condition("Stalled") == ("True", "GroupOwnedElsewhere")
     assert "belongs to ModelDeployment team-a/churn" in team_b.status["message"]
@@ -72,7 +61,7 @@ def test_another_namespace_cannot_register_approve_or_adopt_an_owned_group(
     assert [(v.version, v.approval_status) for v in versions] == [(1, PENDING)]  # A's only
     assert versions[0].arn == arn
     assert registry.group_owner(registry.group_arn(GROUP)) == "team-a/churn"
-    assert providers.built()[0].hosting.names("team-b") == []  # nothing deployed for B
+    assert local_providers.built()[0].hosting.names("team-b") == []  # nothing deployed for B
 
     # Once team A's resource is deleted, its group is free, and team B may adopt it.
     team_a.call(handlers.on_delete)
@@ -87,10 +76,12 @@ def test_another_namespace_cannot_register_approve_or_adopt_an_owned_group(
     assert registry.group_owner(registry.group_arn(GROUP)) == "team-b/churn"
 
 
-def test_an_unowned_group_is_taken_over_only_when_the_spec_adopts_it(providers, artifacts) -> None:
+def test_an_unowned_group_is_taken_over_only_when_the_spec_adopts_it(
+    local_providers, artifacts
+) -> None:
     # A training pipeline (or `modeldeploy register`) made the group: nobody owns it.
-    res = deployment(providers, "ml", artifacts[0])
-    provider = providers.get(parse_spec(res.raw["spec"]))
+    res = deployment(local_providers, "ml", artifacts[0])
+    provider = local_providers.get(parse_spec(res.raw["spec"]))
     provider.registry.ensure_group(GROUP, None)
     res.reconcile_until("Failed")
     assert res.condition("Stalled") == ("True", "GroupNotAdopted")
