@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean controlplane helm demo down
+.PHONY: install test lint fmt clean controlplane helm demo down reliability
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ helm:
 
 test: install lint controlplane helm
 	$(BIN)/pytest -q -ra
+
+# The slow tier of the reliability suite, not in `make test` (~35 min on 2 cores): 20
+# ModelDeployments through 20 % injected AWS faults, then 50 `kill -9` of the operator across
+# four pipelines, an API server outage and a registry loss. Figures in bench/results/.
+reliability: install controlplane
+	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/chaos.py
 
 # The whole pipeline on this machine: control plane, operator (local provider), a trained
 # model through staging to production. Leaves it running; `make down` stops it.

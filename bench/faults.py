@@ -1,7 +1,8 @@
 """A batch of ModelDeployments (sagemaker provider) driven to Ready through tests/faultproxy.py's
 fault-injecting proxy in front of the AWS emulator: what the faults cost (requests, passes,
 wall time) and what they must not cost (duplicates, terminal stalls). Prints the figures and
-saves bench/results/faults.json. Asserts nothing.
+saves bench/results/faults.json. Asserts no timings; exits 1 on a duplicate, a terminal stall
+or a batch that never became Ready.
 
     .venv/bin/python bench/faults.py [--resources 20] [--rate 0.2] [--seed 11]
 
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace, emulator: Emulator) -> dict:
     }
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resources", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.2)
@@ -127,7 +128,11 @@ def main() -> None:
         print("  !", line)
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    # Timings are figures; a duplicate, a stall or a batch that never converged is a failure
+    # (`make reliability` stops on it).
+    broken = figures["duplicates_or_leftovers"] or figures["terminal_stalls"]
+    return 1 if broken or not figures["all_ready"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
