@@ -355,10 +355,22 @@ def test_explicit_images() -> None:
     assert check_info(info, None, f"{ecr}/team/custom-xgb:latest") == ""
 
 
-def test_image_uri_offline() -> None:
+def test_image_uri_offline_and_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagemaker.core import image_uris
+
+    calls: list[tuple] = []
+    retrieve = image_uris.retrieve
+    monkeypatch.setattr(image_uris, "retrieve", lambda *a: calls.append(a) or retrieve(*a))
+    compat.image_uri.cache_clear()
     uri = compat.image_uri("us-east-1", "1.7-1")
     assert uri.endswith("/sagemaker-xgboost:1.7-1")
     assert ".dkr.ecr.us-east-1.amazonaws.com" in uri
+    assert compat.image_uri("us-east-1", "1.7-1") == uri  # every registration asks again
+    assert compat.image_uri("eu-west-1", "1.7-1").endswith(
+        ".eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    )
+    assert calls == [("xgboost", "us-east-1", "1.7-1"), ("xgboost", "eu-west-1", "1.7-1")]
+    compat.image_uri.cache_clear()
 
 
 @pytest.mark.parametrize("fmt", ["ubj", "json"])
