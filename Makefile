@@ -25,7 +25,7 @@ helm:
 test: install lint controlplane helm
 	$(BIN)/pytest -q -ra
 
-# The slow tier of the reliability suite, not in `make test` (~35 min on 2 cores): 20
+# The slow tier of the reliability suite, not in `make test` (~15 min on 2 cores): 20
 # ModelDeployments through 20 % injected AWS faults, then 50 `kill -9` of the operator across
 # four pipelines, an API server outage and a registry loss. Figures in bench/results/.
 reliability: install controlplane
