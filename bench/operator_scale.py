@@ -49,7 +49,6 @@ from faultproxy import (
     SMOKE_ANSWER,
     SMOKE_PAYLOAD,
     FaultProxy,
-    _Handler,
     batch_spec,
     is_ready,
     operation,
@@ -87,21 +86,12 @@ def kind_of(op: str) -> str:
 # -- the counting proxy, attributing requests to resources -----------------------------------
 
 
-class _NoDelayHandler(_Handler):
-    disable_nagle_algorithm = True  # socketserver sets TCP_NODELAY on each connection
-
-
 class CountingProxy(FaultProxy):
     """tests/faultproxy.py at rate 0, also noting per resource its first request's time and its
     requests by operation (the proxy's own tally only counts by operation)."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream, rate=0.0)
-        # The handler writes an answer's headers and body in two sends: with Nagle's algorithm
-        # and the client's delayed ACK that held every answer ~40 ms (measured: 0.13 s per
-        # serial pipeline through the proxy against 0.013 s direct). TCP_NODELAY makes the
-        # proxy a counter, not a delay.
-        self._server.RequestHandlerClass = _NoDelayHandler
         self.first_call: dict[str, float] = {}  # resource name -> wall time
         self.per_resource: dict[str, Counter[str]] = {}
 

@@ -184,6 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     protocol_version = "HTTP/1.1"  # botocore keeps connections alive
+    # Headers and body leave in two sends: with Nagle's algorithm and the client's delayed ACK
+    # every answer waited ~40 ms (0.13 s per serial pipeline through the proxy against 0.013 s
+    # direct). socketserver sets TCP_NODELAY on each connection with this.
+    disable_nagle_algorithm = True
 
     def log_message(self, *_: object) -> None:  # the tally says what happened
         pass
