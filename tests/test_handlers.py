@@ -87,6 +87,33 @@ def test_pipeline_from_registration_to_production(resource, providers, invoke_re
     assert resource.status == before
 
 
+def test_one_call_chains_passes_while_each_effect_is_known_at_once(
+    resource, invoke_results
+) -> None:
+    """With chaining (the operator's default), one handler call moves a pipeline through every
+    step whose effect the next pass can read at once — on the emulator, endpoints are InService
+    as soon as they are created — and stops at what waits for a person; one status patch."""
+    from modeldeploy.reconcile.types import Timing
+
+    resource.memo["timing"] = Timing(chain=30)
+    invoke_results([{"Body": "0.73\n", "ContentType": "text/csv"}])
+    resource.raw["spec"]["approval"]["approvedVersion"] = 1
+    patch = resource.call(handlers.on_change)
+    assert resource.status["phase"] == "AwaitingPromotion"  # from nothing, in one call
+    assert resource.status["staging"]["smokeTest"]["passed"] is True
+    assert patch.get("status", {}).get("phase") == "AwaitingPromotion"
+    reasons = [e.reason for e in resource.events]
+    for step in ("GroupReady", "Registered", "Approved", "DeployingStaging", "SmokeTestPassed"):
+        assert step in reasons  # each pass's Events, in order
+    assert reasons.index("Registered") < reasons.index("DeployingStaging")
+
+    # Without chaining one call is one pass, one step.
+    resource.memo["timing"] = Timing(chain=0)
+    resource.raw["spec"]["production"]["promotedVersion"] = 1
+    resource.call(handlers.on_change)
+    assert resource.status["phase"] == "Promoting"
+
+
 def test_invalid_spec_is_reported_and_stalls(providers):
     res = Resource(
         {"modelPackageGroup": {"name": "churn"}, "approval": {"policy": "Automatic"}},

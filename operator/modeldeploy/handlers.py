@@ -106,21 +106,36 @@ async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
         if "status" in memo:
             resource["status"] = memo["status"]
         old = resource.get("status") or {}
-        result = await asyncio.to_thread(
-            controller.run_pass,
-            resource,
-            memo.providers,
-            timing=memo.timing,
-            failures=memo.get("failures", 0),
-            policy=memo.policy.current(),
-        )
-        memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
+        result = await _chain(body, resource, memo)
         memo["status"] = result.status
         memo["next_due"] = asyncio.get_running_loop().time() + result.requeue_after
         for key, value in status_patch(old, result.status).items():
             patch.status[key] = value
+
+
+async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller.PassResult:
+    """Passes back to back while each one acted and asks to look at its effect at once, for at
+    most `timing.chain` seconds: a pipeline moves as fast as the remote answers, not a step per
+    tick. Status is patched once, after the last (a restart resumes from remote state as from
+    any pass); Events are posted as each pass says them."""
+    loop = asyncio.get_running_loop()
+    timing = memo.timing
+    deadline = loop.time() + timing.chain
+    while True:
+        result = await asyncio.to_thread(
+            controller.run_pass,
+            resource,
+            memo.providers,
+            timing=timing,
+            failures=memo.get("failures", 0),
+            policy=memo.policy.current(),
+        )
+        memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
         for event in result.events:
             memo.post_event(body, event)
+        resource["status"] = result.status
+        if result.transient or result.requeue_after > timing.act or loop.time() >= deadline:
+            return result
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
