@@ -396,6 +396,7 @@ def start_operator(kube: Kube, env: dict[str, str], args: argparse.Namespace) ->
     timings = {
         "MODELDEPLOY_TICK_SECONDS": str(args.tick_seconds),
         "MODELDEPLOY_ACT_SECONDS": str(args.act_seconds),
+        "MODELDEPLOY_CHAIN_SECONDS": str(args.chain_seconds),
         "MODELDEPLOY_POLL_SECONDS": str(args.poll_seconds),
         "MODELDEPLOY_RESYNC_SECONDS": str(args.resync_seconds),
     }
@@ -652,6 +653,7 @@ def main() -> int:
     parser.add_argument("--resync-seconds", type=float, default=30)
     parser.add_argument("--tick-seconds", type=float, default=2)
     parser.add_argument("--act-seconds", type=float, default=1)
+    parser.add_argument("--chain-seconds", type=float, default=5, help="0: a pass per call")
     parser.add_argument("--poll-seconds", type=float, default=30)
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--settle-seconds", type=float, default=5)
