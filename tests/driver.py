@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 
 import kopf
 
@@ -83,6 +84,17 @@ class Resource:
             if self.status["phase"] == phase:
                 return seen
         raise AssertionError(f"never reached {phase}: {seen}; {self.status.get('message')}")
+
+    def settle(self, phase: str, timeout: float = 60) -> dict:
+        """Passes every 0.2 s until `phase`, for a provider whose remote moves in real time
+        (local servers starting); the status reached."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.call(handlers.on_change)
+            if self.status["phase"] == phase:
+                return self.status
+            time.sleep(0.2)
+        raise AssertionError(f"never reached {phase}: {self.status.get('message')}")
 
     def condition(self, ctype: str) -> tuple[str, str]:
         c = condition(self.status["conditions"], ctype)

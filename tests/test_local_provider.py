@@ -19,7 +19,7 @@ import xgboost
 from driver import Resource
 from providers import deploy_request
 
-from modeldeploy import handlers, naming
+from modeldeploy import naming
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.local import RESYNC_ENV, LocalProvider
@@ -69,19 +69,9 @@ def resource(models, local_providers: ProviderFactory, **spec) -> Resource:
     return Resource(base, providers=local_providers, name="bc", namespace="demo")
 
 
-def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        res.call(handlers.on_change)
-        if res.status["phase"] == phase:
-            return res.status
-        time.sleep(0.2)
-    raise AssertionError(f"never reached {phase}: {res.status.get('message')}")
-
-
 def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers):
     res = resource(models, local_providers)
-    settle(res, "PendingApproval")
+    res.settle("PendingApproval")
     res.edit_spec(
         lambda s: (
             s["approval"].update(approvedVersion=1)
@@ -89,7 +79,7 @@ def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers
             else s.update(approval={"approvedVersion": 1})
         )
     )
-    status = settle(res, "AwaitingPromotion")
+    status = res.settle("AwaitingPromotion")
     assert status["staging"]["smokeTest"]["passed"] is True
     features, payload = heldout(models[0])
     np.testing.assert_allclose(
@@ -97,7 +87,7 @@ def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers
     )
 
     res.edit_spec(lambda s: s.update(production={"promotedVersion": 1}))
-    status = settle(res, "Deployed")
+    status = res.settle("Deployed")
     assert res.condition("Ready") == ("True", "Deployed")
     np.testing.assert_allclose(
         predict(status["production"]["url"], payload), expected(models[0], features), atol=1e-6
@@ -110,7 +100,7 @@ def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers
         spec["production"] = {"promotedVersion": 2}
 
     res.edit_spec(second)
-    status = settle(res, "Deployed")
+    status = res.settle("Deployed")
     assert status["production"]["version"] == 2
     assert status["production"]["previousVersion"] == 1
     np.testing.assert_allclose(
@@ -119,7 +109,7 @@ def test_pipeline_serves_real_predictions_and_rolls_back(models, local_providers
 
     # Rollback is one field.
     res.edit_spec(lambda s: s.update(production={"promotedVersion": 1}))
-    status = settle(res, "Deployed")
+    status = res.settle("Deployed")
     assert status["production"]["version"] == 1
     assert status["production"]["previousVersion"] == 2
     np.testing.assert_allclose(

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -62,16 +61,6 @@ def resource(model, local_dir: Path) -> Resource:
     return Resource(spec, providers=ProviderFactory(default="local"), name="bc", namespace="demo")
 
 
-def settle(res: Resource, phase: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        res.call(handlers.on_change)
-        if res.status["phase"] == phase:
-            return res.status
-        time.sleep(0.2)
-    raise AssertionError(f"never reached {phase}: {res.status.get('message')}")
-
-
 def staging_pid(local_dir: Path) -> int:
     provider = LocalProvider(local_dir)
     return provider.state.endpoint(naming.endpoint_name("demo", "bc", "staging")).pid
@@ -81,7 +70,7 @@ def test_a_deleted_registry_stalls_until_reset_then_a_new_history_starts(
     model, local_dir, stop_servers
 ):
     res = resource(model, local_dir)
-    settle(res, "AwaitingPromotion")
+    res.settle("AwaitingPromotion")
     pid = staging_pid(local_dir)
     marker = json.loads((local_dir / "registry.id").read_text())
     for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
@@ -111,7 +100,7 @@ def test_a_deleted_registry_stalls_until_reset_then_a_new_history_starts(
     assert "new history" in done.stdout
     assert not processes.alive(pid)
 
-    settle(res, "AwaitingPromotion")
+    res.settle("AwaitingPromotion")
     provider = LocalProvider(local_dir)
     assert [v.version for v in provider.state.versions(GROUP)] == [1]
     assert [s.pid for s in servers_of(local_dir)] == [staging_pid(local_dir)]
