@@ -459,3 +459,11 @@ def test_a_status_field_missing_from_the_crd_is_detected() -> None:
     diffs = _status_diffs(status)
     assert "status.staging.smokeTest.latencyMs: only in pydantic" in diffs
     assert "status.production.replicas: only in the CRD" in diffs
+
+
+def test_status_defaults_to_an_unobserved_generation() -> None:
+    """kstatus (Flux's `wait: true`) calls an object without status Current. With this default a
+    new object reads back observedGeneration 0 behind generation 1: in progress until the
+    operator's first status write (tests/test_gitops_health_live.py, on the API server)."""
+    status = root_schema(load_crd())["properties"]["status"]
+    assert status["default"] == {"observedGeneration": 0}
