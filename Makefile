@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean controlplane helm demo down reliability
+.PHONY: install test lint fmt clean controlplane helm healthtools demo down reliability
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ controlplane:
 helm:
 	hack/build-helm.sh >/dev/null
 
-test: install lint controlplane helm
+# luahealth (Argo CD's Lua health runtime on gopher-lua) and kstatus (sigs.k8s.io/cli-utils),
+# from the Go module proxy (cold: ~1 min on 2 cores), for the GitOps health tests.
+healthtools:
+	hack/build-healthtools.sh >/dev/null
+
+test: install lint controlplane helm healthtools
 	$(BIN)/pytest -q -ra
 
 # The slow tier of the reliability suite, not in `make test` (~15 min on 2 cores): 20
