@@ -1,4 +1,4 @@
-// Pins of the health-check helpers that tests/test_argocd_health.py and tests/test_kstatus_live.py
+// Pins of the health-check helpers that tests/test_argocd_health.py and tests/test_gitops_health_live.py
 // run: hack/build-healthtools.sh builds them into .cache/healthtools/<pins-hash>/bin/.
 module modeldeploy.local/hack/healthtools
 
