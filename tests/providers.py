@@ -40,6 +40,7 @@ def deploy_request(
     capture: int = 0,
     dest: str | None = None,
     config_name: str | None = None,
+    role_arn: str | None = None,
 ) -> DeployRequest:
     """The request the executor would make to put `version` on `endpoint`."""
     content = {
@@ -57,6 +58,7 @@ def deploy_request(
         instance_count=count,
         data_capture_percent=capture,
         data_capture_destination=dest,
+        role_arn=role_arn,
     )
 
 

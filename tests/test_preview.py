@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from emulator import ROLE_ARN
 from providers import deploy_request, recorded
 
 from modeldeploy import naming
@@ -46,7 +47,8 @@ def manifest(artifact: str, provider: str, **spec: object) -> dict:
 
 
 def request_for(version: ModelVersion, stage: str) -> DeployRequest:
-    return deploy_request(version, naming.endpoint_name(NS, NAME, stage), stage=stage)
+    endpoint = naming.endpoint_name(NS, NAME, stage)
+    return deploy_request(version, endpoint, stage=stage, role_arn=ROLE_ARN)
 
 
 # -- local --------------------------------------------------------------------------------------

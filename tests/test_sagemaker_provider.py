@@ -60,12 +60,15 @@ def make_spec(artifact: str | None = None, **model: object) -> ModelDeploymentSp
 
 @pytest.fixture
 def provider(sagemaker_client, runtime_client, s3_client) -> SageMakerProvider:
+    # Views of age 0: every observe sees what the tests wrote behind the provider's back (the
+    # views' own behaviour is tested in test_sagemaker_views.py).
     return SageMakerProvider(
         REGION,
         ROLE_ARN,
         sagemaker_client=sagemaker_client,
         runtime_client=runtime_client,
         s3_client=s3_client,
+        view_max_age=0,
     )
 
 
@@ -333,9 +336,17 @@ def test_observe_sees_a_new_version_registered_elsewhere(
 
 
 def test_observe_describes_referenced_versions_off_the_first_page(
-    provider, sagemaker_client, model_artifact, monkeypatch: pytest.MonkeyPatch
+    sagemaker_client, runtime_client, s3_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(provider_module, "LIST_PAGE", 2)
+    provider = SageMakerProvider(
+        REGION,
+        ROLE_ARN,
+        sagemaker_client=sagemaker_client,
+        runtime_client=runtime_client,
+        s3_client=s3_client,
+        view_max_age=0,
+    )
     spec = make_spec()
     provider.registry.ensure_group(GROUP, None)
     for n in range(4):
@@ -451,8 +462,22 @@ def stubbed(session, runtime_client, s3_client) -> tuple[SageMakerProvider, Stub
         sagemaker_client=client,
         runtime_client=runtime_client,
         s3_client=s3_client,
+        view_max_age=3600,  # one group listing, one region listing of endpoints
     )
     return provider, Stubber(client)
+
+
+def test_a_group_created_since_observe_looked_is_read_again_not_claimed(
+    aws_env, boto_session, runtime_client, s3_client
+) -> None:
+    # Stubber: SageMaker refuses a second CreateModelPackageGroup; the emulator overwrites.
+    provider, stub = stubbed(boto_session, runtime_client, s3_client)
+    missing = f"ModelPackageGroup {GROUP} does not exist."
+    stub.add_client_error("describe_model_package_group", "ValidationException", missing)
+    message = f"Model Package Group already exists: {GROUP}"
+    stub.add_client_error("create_model_package_group", "ValidationException", message)
+    with stub, pytest.raises(TransientError, match="the group exists now; looking again"):
+        provider.registry.ensure_group(GROUP, None, owner=f"{NS}/{NAME}")
 
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -489,7 +514,7 @@ def stub_observe_lists(stub: Stubber, endpoint_status: str) -> None:
                 }
             ]
         },
-        {"NameContains": naming.endpoint_prefix(NS, NAME), "MaxResults": 100},
+        {"MaxResults": 100},
     )
 
 
@@ -537,23 +562,30 @@ def test_observe_describes_transitional_and_failed_endpoints(
     assert observed.production is None
 
 
-def stub_existing_model_and_config(stub: Stubber, action: DeployRequest) -> None:
-    model = naming.model_name(action.endpoint_name, action.version.arn)
-    stub.add_response(
-        "describe_model",
-        {"ModelName": model, "CreationTime": NOW, "ModelArn": f"{ARN}:model/{model}"},
-        {"ModelName": model},
-    )
-    stub.add_response(
-        "describe_endpoint_config",
+def stub_region_endpoints(stub: Stubber, *names: str) -> None:
+    """The region listing the endpoints view makes before its first answer."""
+    endpoints = [
         {
-            "EndpointConfigName": action.config_name,
-            "EndpointConfigArn": f"{ARN}:endpoint-config/{action.config_name}",
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model}],
+            "EndpointName": name,
+            "EndpointArn": f"{ARN}:endpoint/{name}",
             "CreationTime": NOW,
-        },
-        {"EndpointConfigName": action.config_name},
-    )
+            "LastModifiedTime": NOW,
+            "EndpointStatus": "InService",
+        }
+        for name in names
+    ]
+    stub.add_response("list_endpoints", {"Endpoints": endpoints}, {"MaxResults": 100})
+
+
+def stub_model_and_config_exist(stub: Stubber, action: DeployRequest) -> None:
+    """SageMaker refuses to create them again: "already existing" is success."""
+    model = naming.model_name(action.endpoint_name, action.version.arn)
+    for what, noun, name in (
+        ("model", "model", model),
+        ("endpoint_config", "endpoint configuration", action.config_name),
+    ):
+        refusal = f'Cannot create already existing {noun} "{ARN}:{what}/{name}".'
+        stub.add_client_error(f"create_{what}", "ValidationException", refusal)
 
 
 def updated_request() -> DeployRequest:
@@ -567,8 +599,9 @@ def test_deploy_updates_an_existing_endpoint(
     # Stubber: the emulator lacks UpdateEndpoint (it answers HTTP 500; see the next test).
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
     action = updated_request()
-    stub_existing_model_and_config(stub, action)
+    stub_region_endpoints(stub, action.endpoint_name)  # listed: deploy describes it
     stub_describe_endpoint(stub, "InService", "cfg-of-version-1")
+    stub_model_and_config_exist(stub, action)
     stub.add_response(
         "update_endpoint",
         {"EndpointArn": f"{ARN}:endpoint/{action.endpoint_name}"},
@@ -588,7 +621,7 @@ def test_deploy_waits_for_or_refuses_a_busy_endpoint(
     # Stubber: the emulator has no Updating or Failed endpoints.
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
     action = updated_request()
-    stub_existing_model_and_config(stub, action)
+    stub_region_endpoints(stub, action.endpoint_name)
     stub_describe_endpoint(stub, state, "cfg-of-version-1", "boom" if state == "Failed" else "")
     with stub, pytest.raises(error, match=f"(?i){state}"):
         provider.hosting.deploy(action)
@@ -615,12 +648,12 @@ def test_a_create_the_sdk_retried_after_a_lost_answer_is_done(
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
     action = request_for(ModelVersion(1, VERSION_ARN, APPROVED))
     model = naming.model_name(action.endpoint_name, action.version.arn)
+    stub_region_endpoints(stub)  # listed before the create whose answer was lost
     for what, noun, name in (
         ("model", "model", model),
         ("endpoint_config", "endpoint configuration", action.config_name),
         ("endpoint", "endpoint", action.endpoint_name),
     ):
-        stub.add_client_error(f"describe_{what}", "ValidationException", f"Could not find {name}")
         refusal = f'Cannot create already existing {noun} "{ARN}:{what}/{name}".'
         stub.add_client_error(f"create_{what}", "ValidationException", refusal)
     with stub:
@@ -638,8 +671,9 @@ def test_an_update_refused_as_in_progress_waits_for_it(
     # was lost finds the endpoint Updating, and is refused: that is an update in flight.
     provider, stub = stubbed(boto_session, runtime_client, s3_client)
     action = updated_request()
-    stub_existing_model_and_config(stub, action)
+    stub_region_endpoints(stub, action.endpoint_name)
     stub_describe_endpoint(stub, "InService", "cfg-of-version-1")
+    stub_model_and_config_exist(stub, action)
     refusal = f'Cannot update in-progress endpoint "{ARN}:endpoint/{action.endpoint_name}".'
     stub.add_client_error("update_endpoint", "ValidationException", refusal)
     stub_describe_endpoint(stub, now, "cfg-of-version-1")

@@ -137,6 +137,7 @@ class DeployRequest:
     instance_count: int
     data_capture_percent: int = 0
     data_capture_destination: str | None = None
+    role_arn: str | None = None  # the identity the endpoint's model runs as (spec.roleArn)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def _sagemaker(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
     region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         raise SpecError("spec.region is required for the sagemaker provider (or set AWS_REGION)")
-    return SageMakerProvider(region=region, role_arn=spec.roleArn)
+    return SageMakerProvider(region=region)
 
 
 def _local(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
@@ -59,7 +59,10 @@ class ProviderFactory:
                 f"spec.provider: {name!r} is not available in this operator "
                 f"(available: {', '.join(sorted(self._builders))})"
             )
-        key = (name, spec.region, spec.roleArn)
+        # Not the role: that is each endpoint's identity, carried by its DeployRequest. The
+        # credentials are the operator's own, so one provider (its clients, caches and views)
+        # serves every resource of a region.
+        key = (name, spec.region)
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = self._builders[name](spec, self.read_only)

@@ -90,6 +90,7 @@ def _deploy_action(
         instance_count=count,
         data_capture_percent=capture,
         data_capture_destination=dest,
+        role_arn=s.spec.roleArn,
     )
     return DeployEndpoint(request, update=s.endpoint(stage) is not None)
 

@@ -1,9 +1,10 @@
 """The sagemaker provider's hosting: models, endpoint configs and endpoints.
 
 Models and endpoint configs are immutable and named by content hash (naming.py), so deploying
-is "create what is missing, then point the endpoint at the config". Every create is preceded by
-a describe: SageMaker refuses duplicates (and the emulator silently overwrites them), so a
-restarted operator must find what it created before instead of creating it twice.
+is "create what is missing, then point the endpoint at the config". They are created without a
+describe first: a name fixes the content, so SageMaker's "already existing" is success (the
+emulator overwrites the same content). An endpoint is described before an update only when the
+region's view says it may exist; every describe and every change goes through that view.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from modeldeploy import naming
 from modeldeploy.providers.errors import TerminalError, TransientError, aws, from_aws
 from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
+from modeldeploy.providers.sagemaker.views import EndpointsView
 from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
 VERSION_TAG = "modeldeploy.dev/version"
@@ -37,11 +39,21 @@ def create(what: str, fn: Any, **kwargs: Any) -> None:
 
 
 class SageMakerHosting:
-    def __init__(self, sm: Any, runtime: Any, region: str, role_arn: str | None) -> None:
+    def __init__(
+        self,
+        sm: Any,
+        runtime: Any,
+        region: str,
+        endpoints: EndpointsView,
+        default_role: str | None = None,
+    ) -> None:
         self.sm = sm
         self.runtime = runtime
         self.region = region
-        self.role_arn = role_arn
+        self.endpoints = endpoints
+        # For callers that build requests without a role (tests, scripts); the operator's
+        # requests always carry the resource's own spec.roleArn.
+        self.default_role = default_role
 
     def url(self, endpoint: str) -> str:
         # The runtime client's endpoint honours AWS_ENDPOINT_URL, so this is right for emulators.
@@ -51,15 +63,17 @@ class SageMakerHosting:
         desc = call_or_none(
             f"DescribeEndpoint {name}", self.sm.describe_endpoint, EndpointName=name
         )
-        if desc is None:
-            return None
-        return Endpoint(
-            name=name,
-            status=desc.get("EndpointStatus", ""),
-            config_name=desc.get("EndpointConfigName", ""),
-            failure_reason=desc.get("FailureReason", ""),
-            url=self.url(name),
-        )
+        found = None
+        if desc is not None:
+            found = Endpoint(
+                name=name,
+                status=desc.get("EndpointStatus", ""),
+                config_name=desc.get("EndpointConfigName", ""),
+                failure_reason=desc.get("FailureReason", ""),
+                url=self.url(name),
+            )
+        self.endpoints.described(name, found)
+        return found
 
     def list_endpoints(self, name_contains: str) -> dict[str, str]:
         """Endpoint name -> status for names containing `name_contains`."""
@@ -84,34 +98,31 @@ class SageMakerHosting:
 
     # -- deploy -----------------------------------------------------------------------------------
 
-    def _account(self) -> str:
-        if not self.role_arn:
+    def _role(self, request: DeployRequest) -> str:
+        role = request.role_arn or self.default_role
+        if not role:
             raise TerminalError("spec.roleArn is required to deploy to SageMaker")
-        return self.role_arn.split(":")[4]
+        return role
 
-    def _ensure_model(self, name: str, version_arn: str, version: int) -> None:
-        if call_or_none(f"DescribeModel {name}", self.sm.describe_model, ModelName=name):
-            return
-        self._account()  # fails early, with a clear message, when there is no role
+    def _account(self, request: DeployRequest) -> str:
+        return self._role(request).split(":")[4]
+
+    def _ensure_model(self, request: DeployRequest, name: str) -> None:
+        role = self._role(request)  # fails early, with a clear message, when there is none
+        version_arn, version = request.version.arn, request.version.version
         # From the versioned package: SageMaker takes image and artifact from it, keeps the
         # link for lineage, and refuses a package that is not Approved.
         create(
             f"CreateModel {name}",
             self.sm.create_model,
             ModelName=name,
-            ExecutionRoleArn=self.role_arn,
+            ExecutionRoleArn=role,
             Containers=[{"ModelPackageName": version_arn}],
             Tags=[{"Key": VERSION_TAG, "Value": str(version)}],
         )
 
     def _ensure_config(self, request: DeployRequest, model: str) -> None:
         name = request.config_name
-        if call_or_none(
-            f"DescribeEndpointConfig {name}",
-            self.sm.describe_endpoint_config,
-            EndpointConfigName=name,
-        ):
-            return
         kwargs: dict[str, Any] = {
             "EndpointConfigName": name,
             "ProductionVariants": [
@@ -131,7 +142,7 @@ class SageMakerHosting:
         if request.data_capture_percent > 0:
             destination = (
                 request.data_capture_destination
-                or f"s3://sagemaker-{self.region}-{self._account()}/modeldeploy/datacapture"
+                or f"s3://sagemaker-{self.region}-{self._account(request)}/modeldeploy/datacapture"
             )
             kwargs["DataCaptureConfig"] = {
                 "EnableCapture": True,
@@ -146,14 +157,28 @@ class SageMakerHosting:
         create(f"CreateEndpointConfig {name}", self.sm.create_endpoint_config, **kwargs)
 
     def deploy(self, request: DeployRequest) -> None:
-        version = request.version
-        # A versioned package is immutable: its ARN names the image and artifact too.
-        model = naming.model_name(request.endpoint_name, version.arn)
-        self._ensure_model(model, version.arn, version.version)
-        self._ensure_config(request, model)
-
         name = request.endpoint_name
-        current = self.describe(name)  # whether it exists is the remote's to say, not ours
+        # Whether it exists is the remote's to say: described unless the region's listing
+        # (fresher than any create of ours) says it is not there.
+        current = self.describe(name) if self.endpoints.maybe_exists(name) else None
+        if (
+            current is not None
+            and current.config_name == request.config_name
+            and current.status != EndpointStatus.FAILED
+        ):
+            return  # already asked for (before a restart, or by a pass whose status was lost)
+        if current is not None and EndpointStatus.is_transitional(current.status):
+            raise TransientError(f"endpoint {name} is {current.status}; retrying later")
+        if current is not None and current.status == EndpointStatus.FAILED:
+            raise TerminalError(
+                f"endpoint {name} failed ({current.failure_reason or 'no reason given'}); "
+                "SageMaker cannot update a failed endpoint: delete it first"
+            )
+        # A versioned package is immutable: its ARN names the image and artifact too.
+        model = naming.model_name(name, request.version.arn)
+        self._ensure_model(request, model)
+        self._ensure_config(request, model)
+        self.endpoints.touch(name)  # whatever the answer, the next look describes it
         if current is None:
             # Already existing: the next pass reads which config it serves, and updates it if
             # that is not ours.
@@ -163,15 +188,6 @@ class SageMakerHosting:
                 EndpointName=name,
                 EndpointConfigName=request.config_name,
                 Tags=[{"Key": STAGE_TAG, "Value": request.stage}],
-            )
-        elif current.config_name == request.config_name and current.status != EndpointStatus.FAILED:
-            return  # already asked for before a restart
-        elif EndpointStatus.is_transitional(current.status):
-            raise TransientError(f"endpoint {name} is {current.status}; retrying later")
-        elif current.status == EndpointStatus.FAILED:
-            raise TerminalError(
-                f"endpoint {name} failed ({current.failure_reason or 'no reason given'}); "
-                "SageMaker cannot update a failed endpoint: delete it first"
             )
         else:
             self._update(name, request.config_name)
@@ -211,6 +227,7 @@ class SageMakerHosting:
     # -- delete -----------------------------------------------------------------------------------
 
     def delete(self, name: str) -> bool:
+        self.endpoints.touch(name)
         current = self.describe(name)
         if current is not None:
             if current.status != EndpointStatus.DELETING:

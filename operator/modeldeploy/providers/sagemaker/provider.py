@@ -2,13 +2,17 @@
 
 boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SAGEMAKER, so the same code runs against an
 emulator; there is deliberately no endpoint flag of our own. This module composes the registry
-and the hosting and holds `observe`, which must stay within two read calls on a steady resync
-by trusting what the hint says status recorded.
+and the hosting and holds `observe`, which reads the region's shared views (views.py) and
+trusts what the hint says status recorded: a steady resync makes no call of its own.
+
+One provider serves a region for every resource in it, whatever role each names (the role is
+the endpoint's identity, carried by each DeployRequest; the credentials are the operator's).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import boto3
@@ -17,6 +21,7 @@ from botocore.config import Config
 from modeldeploy import metrics, naming
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
+from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
 from modeldeploy.remote import (
     PENDING,
     Endpoint,
@@ -33,6 +38,11 @@ LIST_PAGE = 50
 STAGES = ("staging", "production")
 
 
+def view_seconds() -> float:
+    """How old the shared views may grow before a pass lists the region again."""
+    return float(os.environ.get("MODELDEPLOY_VIEW_SECONDS", 60))
+
+
 def default_config() -> Config:
     return Config(retries={"mode": "standard"})
 
@@ -44,15 +54,15 @@ class SageMakerProvider:
     def __init__(
         self,
         region: str,
-        role_arn: str | None = None,
+        default_role: str | None = None,
         *,
         sagemaker_client: Any = None,
         runtime_client: Any = None,
         s3_client: Any = None,
         config: Config | None = None,
+        view_max_age: float | None = None,
     ) -> None:
         self.region = region
-        self.role_arn = role_arn
         if not (sagemaker_client and runtime_client and s3_client):
             session = boto3.session.Session(region_name=region)
             config = config or default_config()
@@ -60,30 +70,36 @@ class SageMakerProvider:
             runtime_client = runtime_client or session.client("sagemaker-runtime", config=config)
             s3_client = s3_client or session.client("s3", config=config)
         metrics.watch_aws_clients(self.name, sagemaker_client, runtime_client, s3_client)
-        self.registry = SageMakerRegistry(sagemaker_client, s3_client, region)
-        self.hosting = SageMakerHosting(sagemaker_client, runtime_client, region, role_arn)
+        max_age = view_seconds() if view_max_age is None else view_max_age
+        self.versions = VersionsView(sagemaker_client, limit=LIST_PAGE, max_age=max_age)
+        self.endpoints = EndpointsView(sagemaker_client, max_age=max_age)
+        self.registry = SageMakerRegistry(sagemaker_client, s3_client, region, self.versions)
+        self.hosting = SageMakerHosting(
+            sagemaker_client, runtime_client, region, self.endpoints, default_role
+        )
 
     def observe(
         self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
     ) -> Observed:
-        """Read calls: ListModelPackages + ListEndpoints when steady. Describes only for a new
-        latest version (or one whose approval changed), referenced versions off the first page,
-        an unknown group ARN, and endpoints that are not settled on the config status records."""
+        """Reads nothing remote when steady: versions and endpoints come from the region's
+        views. Describes only an unknown group, a new latest version (or one whose approval
+        changed), referenced versions off the view, and endpoints this process changed or that
+        are not settled on the config status records."""
         group = spec.modelPackageGroup.name
-        summaries = self.registry.list_versions(group, LIST_PAGE)
-        group_arn = hint.group_arn
-        if not summaries or not group_arn:
-            # An empty list cannot tell an empty group from a missing one.
-            group_arn = self.registry.group_arn(group)
-            if group_arn is None:
-                return Observed(group_arn=None)
+        summaries = self.versions.versions(group)
+        # The group status recorded is trusted: an empty view cannot tell an empty group from
+        # a missing one, and a group deleted behind our back fails the next registration.
+        group_arn = hint.group_arn or self.registry.group_arn(group)
+        if group_arn is None:
+            return Observed(group_arn=None)
 
         # Who owns the group: one ListTags, until status records the resource itself as owner.
         owner = hint.group_owner or self.registry.group_owner(group_arn)
         versions = self._versions(summaries, hint)
         staging = production = None
         if summaries or any(hint.stage(s).endpoint_name for s in STAGES):
-            staging, production = self._endpoints(hint, namespace, name)
+            staging = self._endpoint("staging", hint, namespace, name)
+            production = self._endpoint("production", hint, namespace, name)
         return Observed(group_arn, versions, staging, production, group_owner=owner)
 
     def _versions(self, summaries: list[dict], hint: ObserveHint) -> tuple[ModelVersion, ...]:
@@ -101,7 +117,7 @@ class SageMakerProvider:
 
         missing = {v for v in hint.versions if v not in by_number}
         if missing and summaries:
-            # Off the first page: describe by ARN, built like the ARNs SageMaker returned.
+            # Off the view: describe by ARN, built like the ARNs SageMaker returned.
             base = summaries[0]["ModelPackageArn"].rsplit("/", 1)[0]
             for number in sorted(missing):
                 found = self.registry.describe_version(f"{base}/{number}")
@@ -111,33 +127,32 @@ class SageMakerProvider:
 
     def _latest_details(self, listed: ModelVersion, recorded: ModelVersion | None) -> ModelVersion:
         """Metrics and approval description of the newest version: as status recorded them
-        when it recorded this version in this approval state, else one DescribeModelPackage."""
+        when it recorded this version in this approval state, else its description (kept by
+        the registry while the approval is the listed one)."""
         if (
             recorded is not None
             and recorded.arn == listed.arn
             and recorded.approval_status == listed.approval_status
         ):
             return dataclasses.replace(recorded, version=listed.version)
-        return self.registry.describe_version(listed.arn) or listed
+        found = self.registry.describe_version(listed.arn, listed_status=listed.approval_status)
+        return found or listed
 
-    def _endpoints(
-        self, hint: ObserveHint, namespace: str, name: str
-    ) -> tuple[Endpoint | None, Endpoint | None]:
-        listed = self.hosting.list_endpoints(naming.endpoint_prefix(namespace, name))
-        found: list[Endpoint | None] = []
-        for stage in STAGES:
-            endpoint = naming.endpoint_name(namespace, name, stage)
-            recorded = hint.stage(stage)
-            if endpoint not in listed:
-                found.append(None)
-            elif (
-                listed[endpoint] == EndpointStatus.IN_SERVICE
+    def _endpoint(
+        self, stage: str, hint: ObserveHint, namespace: str, name: str
+    ) -> Endpoint | None:
+        endpoint = naming.endpoint_name(namespace, name, stage)
+        recorded = hint.stage(stage)
+        if not self.endpoints.needs_describe(endpoint):
+            listed = self.endpoints.listed_status(endpoint)
+            if listed is None:
+                return None
+            if (
+                listed == EndpointStatus.IN_SERVICE
                 and recorded.endpoint_name == endpoint
                 and recorded.settled_config
             ):
-                # ListEndpoints carries no config name; status recorded the one it settled on.
+                # A listing carries no config name; status recorded the one it settled on.
                 config, url = recorded.settled_config, self.hosting.url(endpoint)
-                found.append(Endpoint(endpoint, EndpointStatus.IN_SERVICE, config, url=url))
-            else:
-                found.append(self.hosting.describe(endpoint))
-        return found[0], found[1]
+                return Endpoint(endpoint, EndpointStatus.IN_SERVICE, config, url=url)
+        return self.hosting.describe(endpoint)

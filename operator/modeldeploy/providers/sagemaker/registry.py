@@ -13,6 +13,9 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from modeldeploy.artifacts import compat
 from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
 from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
-from modeldeploy.providers.errors import TerminalError, aws, from_aws
+from modeldeploy.providers.errors import TerminalError, TransientError, aws, from_aws
 from modeldeploy.providers.sagemaker.errors import (
     already_exists,
     call_or_none,
     retry_only_refusals,
 )
+from modeldeploy.providers.sagemaker.views import VersionsView
 from modeldeploy.remote import PENDING, ModelVersion
 from modeldeploy.spec import ModelDeploymentSpec
 
@@ -44,6 +48,10 @@ MAX_METRICS = 45
 IDEMPOTENCY_WINDOW = 10
 CONTENT_TYPES = ["text/csv", "text/libsvm"]
 RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
+# Model package descriptions kept (by ARN: a version is immutable but for its approval).
+DESCRIPTIONS_KEPT = 2048
+# Artifacts checked, by S3 object and ETag: resources naming the same bytes share one check.
+ARTIFACTS_KEPT = 256
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -58,6 +66,11 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 def version_number(arn: str) -> int:
     return int(arn.rsplit("/", 1)[1])
+
+
+def group_of(version_arn: str) -> str:
+    """arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version> -> <group>"""
+    return version_arn.rsplit("/", 2)[-2]
 
 
 def _metadata_key(metric: str) -> str:
@@ -76,13 +89,51 @@ def metrics_from_metadata(props: dict[str, str]) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class CheckedArtifact:
+    digest: str
+    writer: str  # the xgboost version that wrote it
+    framework: str  # the serving framework version it was checked against ("" for none)
+    image: str
+
+
+class _Kept(OrderedDict):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get_fresh(self, key: Any) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            return None
+
+    def keep(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+    def drop(self, key: Any) -> None:
+        with self.lock:
+            self.pop(key, None)
+
+
 class SageMakerRegistry:
     """Model package groups and versions, through the SageMaker API and S3."""
 
-    def __init__(self, sm: Any, s3: Any, region: str) -> None:
+    def __init__(self, sm: Any, s3: Any, region: str, versions: VersionsView) -> None:
         self.sm = sm
         self.s3 = s3
         self.region = region
+        self.versions = versions
+        self._descriptions = _Kept(DESCRIPTIONS_KEPT)
+        self._artifacts = _Kept(ARTIFACTS_KEPT)
         # An unanswered CreateModelPackage may have registered a version, and re-sending it
         # registers another wherever ClientToken is not honoured (the emulator ignores it).
         # So the SDK retries it only when it was refused; otherwise the next pass finds what
@@ -104,6 +155,9 @@ class SageMakerRegistry:
         return found["ModelPackageGroupArn"] if found else None
 
     def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
+        """The group's ARN, created (tagged with its owner) when missing. Described first,
+        although observe has just looked: an existing group must never be retagged, and the
+        emulator overwrites a group created twice where SageMaker refuses."""
         arn = self.group_arn(name)
         if arn:
             return arn
@@ -114,14 +168,17 @@ class SageMakerRegistry:
             kwargs["Tags"] = [{"Key": OWNER_TAG, "Value": owner}]
         what = f"CreateModelPackageGroup {name}"
         try:
-            return self.sm.create_model_package_group(**kwargs)["ModelPackageGroupArn"]
+            arn = self.sm.create_model_package_group(**kwargs)["ModelPackageGroupArn"]
         except ClientError as err:
-            # Created concurrently since our describe: SageMaker says it already exists.
-            if already_exists(err) and (arn := self.group_arn(name)):
-                return arn
+            if already_exists(err):
+                # Created since our describe (by someone else, or by a create whose answer
+                # was lost): who owns it is for the next pass to read, not for us to assume.
+                raise TransientError(f"{what}: the group exists now; looking again") from err
             raise from_aws(err, what) from err
         except BotoCoreError as err:
             raise from_aws(err, what) from err
+        self.versions.group_created(name)
+        return arn
 
     def group_owner(self, group_arn: str) -> str:
         with aws(f"ListTags {group_arn}"):
@@ -158,14 +215,25 @@ class SageMakerRegistry:
         # Sort again: the newest version drives the pipeline, so do not trust one server's order.
         return sorted(summaries, key=lambda s: s.get("ModelPackageVersion", 0), reverse=True)
 
-    def describe(self, arn: str) -> dict | None:
-        # By ARN: the emulator resolves nothing else, and ARNs are what we store.
-        return call_or_none(
+    def describe(self, arn: str, listed_status: str | None = None) -> dict | None:
+        """DescribeModelPackage by ARN (the emulator resolves nothing else). A version is
+        immutable but for its approval, so a description is kept and used again while the
+        approval `listed_status` (what a listing says now) is the one it holds."""
+        kept = self._descriptions.get_fresh(arn)
+        if kept is not None and listed_status in (None, kept.get("ModelApprovalStatus")):
+            return kept
+        found = call_or_none(
             f"DescribeModelPackage {arn}", self.sm.describe_model_package, ModelPackageName=arn
         )
+        if found is not None:
+            found.pop("ResponseMetadata", None)
+            self._descriptions.keep(arn, found)
+        return found
 
-    def describe_version(self, arn: str, *, read_metrics_file: bool = True) -> ModelVersion | None:
-        desc = self.describe(arn)
+    def describe_version(
+        self, arn: str, *, read_metrics_file: bool = True, listed_status: str | None = None
+    ) -> ModelVersion | None:
+        desc = self.describe(arn, listed_status)
         return self.to_version(desc, read_metrics_file=read_metrics_file) if desc else None
 
     def to_version(self, desc: dict, *, read_metrics_file: bool = True) -> ModelVersion:
@@ -199,19 +267,48 @@ class SageMakerRegistry:
         except ValueError as err:
             raise TerminalError(f"{uri}: unreadable metrics file: {err}") from err
 
-    def _download(self, uri: str, dest: Path) -> None:
-        bucket, key = split_s3(uri)
-        with aws(f"GetObject {uri}"):
+    def _check_artifact(self, spec: ModelDeploymentSpec) -> CheckedArtifact:
+        """Download, digest and inspect spec.model.artifact, once per S3 object and ETag (and
+        requested framework and image): resources naming the same bytes share the check."""
+        model = spec.model
+        assert model is not None
+        bucket, key = split_s3(model.artifact)
+        with aws(f"GetObject {model.artifact}"):
             obj = self.s3.get_object(Bucket=bucket, Key=key)
-            if int(obj.get("ContentLength") or 0) > MAX_ARTIFACT:
-                raise TerminalError(f"{uri}: artifact is over {MAX_ARTIFACT} bytes")
-            with open(dest, "wb") as f:
+        etag = obj.get("ETag") or ""
+        kept_as = (bucket, key, etag, model.frameworkVersion, model.image)
+        kept = self._artifacts.get_fresh(kept_as) if etag else None
+        if kept is not None:
+            obj["Body"].close()  # the bytes are the ones checked before: not read again
+            return kept
+        if int(obj.get("ContentLength") or 0) > MAX_ARTIFACT:
+            obj["Body"].close()
+            raise TerminalError(f"{model.artifact}: artifact is over {MAX_ARTIFACT} bytes")
+        with tempfile.TemporaryDirectory(prefix="modeldeploy-") as tmp:
+            tar = Path(tmp) / "model.tar.gz"
+            with aws(f"GetObject {model.artifact}"), open(tar, "wb") as f:
                 shutil.copyfileobj(obj["Body"], f, 1 << 20)
+            digest = sha256_file(tar)
+            try:
+                info, framework = compat.inspect_and_check(
+                    tar, model.frameworkVersion, model.image, model.artifact
+                )
+                image = model.image or compat.image_uri(self.region, framework)
+            except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
+                raise TerminalError(str(err)) from err
+        if model.image and not framework:
+            log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
+        checked = CheckedArtifact(digest, info.version_str, framework, image)
+        if etag:
+            self._artifacts.keep(kept_as, checked)
+        return checked
 
     def find_registered(self, group: str, digest: str, image: str) -> ModelVersion | None:
-        """A recent version holding the same artifact bytes for the same image, if any."""
+        """A recent version holding the same artifact bytes for the same image, if any.
+        Listed afresh, not from the shared view: a create whose answer was lost registered a
+        version that no view has seen."""
         for summary in self.list_versions(group, IDEMPOTENCY_WINDOW):
-            desc = self.describe(summary["ModelPackageArn"])
+            desc = self.describe(summary["ModelPackageArn"], summary.get("ModelApprovalStatus"))
             if not desc:
                 continue
             version = self.to_version(desc, read_metrics_file=False)
@@ -224,36 +321,28 @@ class SageMakerRegistry:
         if model is None:
             raise TerminalError("spec.model is not set: there is no artifact to register")
         group = spec.modelPackageGroup.name
-        with tempfile.TemporaryDirectory(prefix="modeldeploy-") as tmp:
-            tar = Path(tmp) / "model.tar.gz"
-            self._download(model.artifact, tar)
-            digest = sha256_file(tar)
-            try:
-                info, framework = compat.inspect_and_check(
-                    tar, model.frameworkVersion, model.image, model.artifact
-                )
-                image = model.image or compat.image_uri(self.region, framework)
-            except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
-                raise TerminalError(str(err)) from err
-        if model.image and not framework:
-            log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
-
-        existing = self.find_registered(group, digest, image)
+        checked = self._check_artifact(spec)
+        existing = self.find_registered(group, checked.digest, checked.image)
         if existing:
             return existing
 
         metrics = self._metrics(model.metrics)
-        kwargs = _create_request(spec, digest, image, info.version_str, framework, metrics)
-        with aws(f"CreateModelPackage in {group}"):
-            arn = self.sm.create_model_package(**kwargs)["ModelPackageArn"]
+        kwargs = _create_request(spec, checked, metrics)
+        try:
+            with aws(f"CreateModelPackage in {group}"):
+                arn = self.sm.create_model_package(**kwargs)["ModelPackageArn"]
+        except Exception:
+            self.versions.forget(group)  # an unanswered create may have registered one
+            raise
+        self.versions.version_added(group, arn, version_number(arn), PENDING)
         return ModelVersion(
             version=version_number(arn),
             arn=arn,
             approval_status=PENDING,
-            image=image,
+            image=checked.image,
             artifact=model.artifact,
             metrics=metrics,
-            artifact_digest=digest,
+            artifact_digest=checked.digest,
         )
 
     def _metrics(self, metrics: str | dict[str, float] | None) -> dict[str, float]:
@@ -276,22 +365,27 @@ class SageMakerRegistry:
         # wipes them. Passing them back unchanged is right for both.
         if desc.get("CustomerMetadataProperties"):
             kwargs["CustomerMetadataProperties"] = desc["CustomerMetadataProperties"]
-        with aws(f"UpdateModelPackage {version_arn}"):
-            self.sm.update_model_package(**kwargs)
+        group = group_of(version_arn)
+        try:
+            with aws(f"UpdateModelPackage {version_arn}"):
+                self.sm.update_model_package(**kwargs)
+        except Exception:
+            self._descriptions.drop(version_arn)  # its approval is unknown now
+            self.versions.forget(group)
+            raise
+        approval = {"ModelApprovalStatus": status, "ApprovalDescription": description[:1024]}
+        self._descriptions.keep(version_arn, {**desc, **approval})
+        self.versions.approval_set(group, version_arn, status)
 
 
 def _create_request(
-    spec: ModelDeploymentSpec,
-    digest: str,
-    image: str,
-    writer: str,
-    framework: str,
-    metrics: dict[str, float],
+    spec: ModelDeploymentSpec, checked: CheckedArtifact, metrics: dict[str, float]
 ) -> dict[str, Any]:
     """CreateModelPackage's arguments for spec.model, checked and digested."""
     model = spec.model
     assert model is not None
-    props = {DIGEST_KEY: digest, WRITER_KEY: writer}
+    digest, image, framework = checked.digest, checked.image, checked.framework
+    props = {DIGEST_KEY: digest, WRITER_KEY: checked.writer}
     token = f"{spec.modelPackageGroup.name}|{digest}|{image}"
     if framework:
         props[FRAMEWORK_KEY] = framework

@@ -1,0 +1,266 @@
+"""The sagemaker provider's shared views and caches, and when each is refreshed (issue 12).
+
+Against the AWS emulator, with a clock the test moves: what is read from a view, what is listed
+again, and which of this process's own writes go through without a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from emulator import REGION, ROLE_ARN
+from providers import deploy_request, recorded
+
+from modeldeploy import naming
+from modeldeploy.artifacts import guard
+from modeldeploy.providers.sagemaker import SageMakerProvider
+from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
+from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
+from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
+from modeldeploy.remote import APPROVED, PENDING, EndpointStatus, ModelVersion, ObserveHint
+from modeldeploy.spec import ModelDeploymentSpec, parse_spec
+
+MAX_AGE = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def views(sagemaker_client, clock: Clock) -> tuple[VersionsView, EndpointsView]:
+    versions = VersionsView(sagemaker_client, limit=50, max_age=MAX_AGE, clock=clock)
+    endpoints = EndpointsView(sagemaker_client, max_age=MAX_AGE, clock=clock)
+    return versions, endpoints
+
+
+@pytest.fixture
+def registry(sagemaker_client, s3_client, views) -> SageMakerRegistry:
+    return SageMakerRegistry(sagemaker_client, s3_client, REGION, views[0])
+
+
+def spec_for(group: str, artifact: str) -> ModelDeploymentSpec:
+    return parse_spec(
+        {
+            "provider": "sagemaker",
+            "region": REGION,
+            "roleArn": ROLE_ARN,
+            "modelPackageGroup": {"name": group},
+            "model": {"artifact": artifact, "frameworkVersion": "3.2-0"},
+        }
+    )
+
+
+def add_version_behind_our_back(sagemaker_client, group: str) -> str:
+    return sagemaker_client.create_model_package(
+        ModelPackageGroupName=group,
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"],
+        },
+    )["ModelPackageArn"]
+
+
+def numbers(summaries: list[dict]) -> list[int]:
+    return [s["ModelPackageVersion"] for s in summaries]
+
+
+def test_a_group_is_listed_once_then_read_from_the_view_until_it_is_too_old(
+    sagemaker_client, registry: SageMakerRegistry, views, clock: Clock
+) -> None:
+    versions, _ = views
+    for group in ("churn", "fraud"):
+        registry.ensure_group(group, None)
+        add_version_behind_our_back(sagemaker_client, group)
+    with recorded(sagemaker_client) as calls:
+        assert versions.versions("churn") == []  # the view's own write: created empty
+        assert versions.versions("fraud") == []
+    assert calls == []
+
+    clock.now += MAX_AGE  # too old: one listing of the region refreshes both groups
+    with recorded(sagemaker_client) as calls:
+        assert numbers(versions.versions("churn")) == [1]
+        assert numbers(versions.versions("fraud")) == [1]
+    assert calls == ["ListModelPackages"]
+
+
+def test_a_group_first_seen_is_listed_on_its_own(sagemaker_client, views) -> None:
+    versions, _ = views
+    sagemaker_client.create_model_package_group(ModelPackageGroupName="adopted")
+    add_version_behind_our_back(sagemaker_client, "adopted")
+    with recorded(sagemaker_client) as calls:
+        assert numbers(versions.versions("adopted")) == [1]
+        assert numbers(versions.versions("adopted")) == [1]
+    assert calls == ["ListModelPackages"]
+
+
+def test_own_registration_and_approval_go_through_without_a_listing(
+    sagemaker_client, registry: SageMakerRegistry, views, model_artifact: str
+) -> None:
+    versions, _ = views
+    registry.ensure_group("churn", None)
+    version = registry.register_version(spec_for("churn", model_artifact))
+    registry.describe(version.arn, PENDING)  # what observe does with a new latest version
+    with recorded(sagemaker_client) as calls:
+        listed = versions.versions("churn")
+        assert [(s["ModelPackageVersion"], s["ModelApprovalStatus"]) for s in listed] == [
+            (version.version, PENDING)
+        ]
+        registry.set_approval(version.arn, APPROVED, "by test")
+        assert versions.versions("churn")[0]["ModelApprovalStatus"] == APPROVED
+    # the approval's describe is the one observe made: only the update is sent
+    assert calls == ["UpdateModelPackage"]
+
+
+def test_a_write_made_while_the_region_is_listed_is_not_lost(
+    sagemaker_client, registry: SageMakerRegistry, views, clock: Clock
+) -> None:
+    versions, _ = views
+    registry.ensure_group("churn", None)
+    clock.now += MAX_AGE
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/7"
+
+    def write_during_listing(**_: object) -> None:
+        clock.now += 0.5
+        versions.version_added("churn", arn, 7, PENDING)
+
+    event = "before-call.sagemaker.ListModelPackages"
+    sagemaker_client.meta.events.register(event, write_during_listing)
+    try:
+        assert numbers(versions.versions("churn")) == [7]  # the listing did not erase it
+    finally:
+        sagemaker_client.meta.events.unregister(event, write_during_listing)
+
+
+def test_a_write_with_an_unknown_outcome_lists_the_group_again(
+    sagemaker_client, registry: SageMakerRegistry, views
+) -> None:
+    versions, _ = views
+    registry.ensure_group("churn", None)
+    add_version_behind_our_back(sagemaker_client, "churn")  # as an unanswered create might
+    versions.forget("churn")
+    with recorded(sagemaker_client) as calls:
+        assert numbers(versions.versions("churn")) == [1]
+    assert calls == ["ListModelPackages"]
+
+
+def test_an_approval_changed_elsewhere_is_described_again(
+    sagemaker_client, registry: SageMakerRegistry, model_artifact: str
+) -> None:
+    registry.ensure_group("churn", None)
+    version = registry.register_version(spec_for("churn", model_artifact))
+    registry.describe(version.arn, PENDING)
+    with recorded(sagemaker_client) as calls:
+        assert registry.describe(version.arn, PENDING)["ModelApprovalStatus"] == PENDING
+    assert calls == []  # kept while its approval is the listed one
+    sagemaker_client.update_model_package(
+        ModelPackageArn=version.arn, ModelApprovalStatus="Rejected"
+    )
+    with recorded(sagemaker_client) as calls:
+        assert registry.describe(version.arn, "Rejected")["ModelApprovalStatus"] == "Rejected"
+    assert calls == ["DescribeModelPackage"]
+
+
+def test_the_same_artifact_is_checked_once_until_its_bytes_change(
+    registry: SageMakerRegistry,
+    model_artifact: str,
+    upload: Callable[[str, bytes], str],
+    model_tar_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inspected: list[str] = []
+    real = guard.inspect_file
+
+    def counting(path, **kwargs):
+        inspected.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(guard, "inspect_file", counting)
+    for group in ("churn", "churn-copy"):
+        registry.ensure_group(group, None)
+        registry.register_version(spec_for(group, model_artifact))
+    assert len(inspected) == 1  # two resources, one download and inspection
+
+    from conftest import build_model_tar
+
+    key = model_artifact.split("/", 3)[3]
+    upload(key, build_model_tar(rounds=4))  # new bytes at the same key: a new ETag
+    registry.ensure_group("churn-3", None)
+    registry.register_version(spec_for("churn-3", model_artifact))
+    assert len(inspected) == 2
+
+
+def test_endpoints_are_listed_once_for_every_resource_and_described_after_own_changes(
+    sagemaker_client, runtime_client, views, clock: Clock, model_artifact: str
+) -> None:
+    _, endpoints = views
+    hosting = SageMakerHosting(sagemaker_client, runtime_client, REGION, endpoints, ROLE_ARN)
+    names = [naming.endpoint_name("ns", n, "staging") for n in ("a", "b")]
+    sagemaker_client.create_model(
+        ModelName="m", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={"Image": "img"}
+    )
+    sagemaker_client.create_endpoint_config(
+        EndpointConfigName="other",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "m",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sagemaker_client.create_endpoint(EndpointName="not-ours", EndpointConfigName="other")
+    with recorded(sagemaker_client) as calls:
+        assert [endpoints.listed_status(n) for n in names] == [None, None]
+    assert calls == ["ListEndpoints"]
+    assert endpoints.listed_status("not-ours") is None  # not kept: not the operator's naming
+
+    registry = SageMakerRegistry(sagemaker_client, None, REGION, views[0])
+    registry.ensure_group("churn", None)
+    arn = add_version_behind_our_back(sagemaker_client, "churn")
+    registry.set_approval(arn, APPROVED, "ok")
+    request = deploy_request(ModelVersion(1, arn, APPROVED), names[0])
+    with recorded(sagemaker_client) as calls:
+        hosting.deploy(request)
+    # the listing said it was not there: no describe before the create
+    assert calls == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
+    assert endpoints.needs_describe(names[0])
+    assert hosting.describe(names[0]).status == EndpointStatus.IN_SERVICE  # settled
+    assert not endpoints.needs_describe(names[0])
+    assert endpoints.listed_status(names[0]) == EndpointStatus.IN_SERVICE
+
+
+def test_a_steady_observe_makes_no_call(
+    sagemaker_client, runtime_client, s3_client, model_artifact: str
+) -> None:
+    provider = SageMakerProvider(
+        REGION,
+        sagemaker_client=sagemaker_client,
+        runtime_client=runtime_client,
+        s3_client=s3_client,
+        view_max_age=MAX_AGE,
+    )
+    spec = spec_for("churn", model_artifact)
+    arn = provider.registry.ensure_group("churn", None, owner="ns/churn")
+    version = provider.registry.register_version(spec)
+    provider.registry.set_approval(version.arn, APPROVED, "ok")
+    hint = ObserveHint(group_arn=arn, group_owner="ns/churn")
+    first = provider.observe(spec, hint, namespace="ns", name="churn")
+    steady = ObserveHint(group_arn=arn, group_owner="ns/churn", latest=first.latest)
+    with recorded(sagemaker_client) as calls:
+        for _ in range(3):
+            again = provider.observe(spec, steady, namespace="ns", name="churn")
+    assert calls == []
+    assert again.latest.approval_status == APPROVED
