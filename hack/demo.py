@@ -167,7 +167,6 @@ class Demo:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "MODELDEPLOY_LOCAL_DIR": str(self.local_dir),
-            "MODELDEPLOY_TICK_SECONDS": "0.5",
             "MODELDEPLOY_ACT_SECONDS": "0.5",
             "MODELDEPLOY_POLL_SECONDS": "2",
             "MODELDEPLOY_RESYNC_SECONDS": "60",

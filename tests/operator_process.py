@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 FAST = {
     # Short loops so the suite does not wait on production-sized intervals.
-    "MODELDEPLOY_TICK_SECONDS": "0.5",
     "MODELDEPLOY_ACT_SECONDS": "0.5",
     "MODELDEPLOY_POLL_SECONDS": "2",
     "MODELDEPLOY_RESYNC_SECONDS": "20",

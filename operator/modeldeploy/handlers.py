@@ -1,13 +1,14 @@
 """kopf handlers: thin adapters from Kubernetes events to one reconcile pass.
 
 create / update / resume run a pass at once (so a change of approvedVersion or promotedVersion
-acts immediately); a short timer runs the next pass when the previous one asked for it (soon
-after an action, every ~30 s while remote state is transitional, slowly when steady).
+acts immediately); a daemon per object sleeps until the next pass is due (soon after an action,
+every ~30 s while remote state is transitional, slowly when steady: scheduling.py), with no
+global tick.
 
 What the handlers need is injected through kopf's memo at startup (`memo.providers`,
 `memo.timing`, `memo.policy`, `memo.post_event`); an embedder or a test sets its own before the
 operator starts, and per-object memos (kopf copies the operator's memo for each object) carry the
-per-resource bookkeeping: the lock, the last status written, failures, the next due time.
+per-resource bookkeeping: the lock, the last status written, failures, the pacer.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable
 
 import kopf
 
-from modeldeploy import metrics
+from modeldeploy import kube_status, metrics
 from modeldeploy.liveness import ApiServerLost, ApiWatchdog
 from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile import cleanup, controller
 from modeldeploy.reconcile.types import Event, Timing
+from modeldeploy.scheduling import Pacer, next_delay, worker_pool
 
-GROUP, VERSION, PLURAL = "mlops.modeldeploy.dev", "v1alpha1", "modeldeployments"
-# kopf fixes a timer's interval when the handler is declared, so this one is read at import.
-TICK = float(os.environ.get("MODELDEPLOY_TICK_SECONDS", 2))
+GROUP, VERSION, PLURAL = kube_status.GROUP, kube_status.VERSION, kube_status.PLURAL
 EventSink = Callable[[kopf.Body, Event], None]
 
 
@@ -67,7 +66,7 @@ async def api_server_answers(memo: kopf.Memo, **_: object) -> str:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     # Keep kopf's bookkeeping in annotations: our status schema is structural and owned by us.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -75,6 +74,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> 
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.ERROR  # our own Events say what happened, not log lines
+    asyncio.get_running_loop().set_default_executor(worker_pool())  # what passes run in
     defaults(memo)
     metrics.serve_from_env()
 
@@ -98,19 +98,22 @@ def status_patch(old: dict, new: dict) -> dict:
     return patch
 
 
-async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    async with memo.setdefault("lock", asyncio.Lock()):
-        resource = _plain(body)
-        # Only this operator writes the status, and the one it wrote last may be newer than a
-        # body whose watch event has not arrived yet (a restart starts from the body's).
-        if "status" in memo:
-            resource["status"] = memo["status"]
-        old = resource.get("status") or {}
-        result = await _chain(body, resource, memo)
-        memo["status"] = result.status
-        memo["next_due"] = asyncio.get_running_loop().time() + result.requeue_after
-        for key, value in status_patch(old, result.status).items():
-            patch.status[key] = value
+def _pacer(memo: kopf.Memo) -> Pacer:
+    return memo.setdefault("pacer", Pacer())
+
+
+async def _pass(body: kopf.Body, memo: kopf.Memo) -> dict:
+    """One chain of passes; the status patch it makes (under the object's lock)."""
+    resource = _plain(body)
+    # Only this operator writes the status, and the one it wrote last may be newer than a
+    # body whose watch event has not arrived yet (a restart starts from the body's).
+    if "status" in memo:
+        resource["status"] = memo["status"]
+    old = resource.get("status") or {}
+    result = await _chain(body, resource, memo)
+    memo["status"] = result.status
+    _pacer(memo).schedule(next_delay(result.requeue_after, memo.timing))
+    return status_patch(old, result.status)
 
 
 async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller.PassResult:
@@ -142,15 +145,22 @@ async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
-    await _pass(body, patch, memo)
+    async with memo.setdefault("lock", asyncio.Lock()):
+        for key, value in (await _pass(body, memo)).items():
+            patch.status[key] = value
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK)
-async def on_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: object) -> None:
-    if body.metadata.get("deletionTimestamp"):
-        return
-    if asyncio.get_running_loop().time() >= memo.get("next_due", 0.0):
-        await _pass(body, patch, memo)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30)
+async def pace(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: object) -> None:
+    """Runs the object's next pass when it is due; sleeps (costing nothing) in between."""
+    pacer = _pacer(memo)
+    while await pacer.sleep_until_due(stopped):
+        if body.metadata.get("deletionTimestamp"):
+            return
+        async with memo.setdefault("lock", asyncio.Lock()):
+            changes = await _pass(body, memo)
+            if changes and not await asyncio.to_thread(kube_status.patch, body, changes):
+                memo.pop("status", None)  # not written: start again from the body's
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -1,0 +1,44 @@
+"""Writing a ModelDeployment's status outside kopf's handler cycle (the pacing daemon's passes).
+
+kopf applies a handler's patch when the handler returns; a daemon never returns between passes,
+so its patches go through the Kubernetes client kopf logged in with (handlers.login).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION, PLURAL = "mlops.modeldeploy.dev", "v1alpha1", "modeldeployments"
+MERGE_PATCH = "application/merge-patch+json"  # null removes a key, as handlers.status_patch says
+
+log = logging.getLogger(__name__)
+
+
+def patch(body: kopf.Body, status: dict) -> bool:
+    """Merge `status` into the object's status subresource; False when it was not written."""
+    meta = body.metadata
+    try:
+        client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            meta.namespace,
+            PLURAL,
+            meta.name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+    except ApiException as err:
+        if err.status != 404:  # gone: nothing to write to
+            log.warning(
+                "status of %s/%s not written: %s %s",
+                meta.namespace,
+                meta.name,
+                err.status,
+                err.reason,
+            )
+        return False
+    return True
