@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 
 from modeldeploy import metrics, naming
+from modeldeploy.providers.sagemaker import limits
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
 from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
@@ -44,7 +45,7 @@ def view_seconds() -> float:
 
 
 def default_config() -> Config:
-    return Config(retries={"mode": "standard"})
+    return limits.client_config()
 
 
 class SageMakerProvider:
@@ -70,6 +71,10 @@ class SageMakerProvider:
             runtime_client = runtime_client or session.client("sagemaker-runtime", config=config)
             s3_client = s3_client or session.client("s3", config=config)
         metrics.watch_aws_clients(self.name, sagemaker_client, runtime_client, s3_client)
+        rate = limits.max_tps()
+        self.rate_limit = limits.TokenBucket(rate) if rate > 0 else None
+        if self.rate_limit:  # the control plane only: invocations have their own quotas
+            limits.limit(sagemaker_client, self.rate_limit)
         max_age = view_seconds() if view_max_age is None else view_max_age
         self.versions = VersionsView(sagemaker_client, limit=LIST_PAGE, max_age=max_age)
         self.endpoints = EndpointsView(sagemaker_client, max_age=max_age)
