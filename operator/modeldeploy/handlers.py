@@ -45,6 +45,7 @@ def defaults(memo: kopf.Memo) -> kopf.Memo:
     if "policy" not in memo:  # read here, so a broken policy file stops the start
         memo["policy"] = PolicySource.from_env()
     memo.setdefault("post_event", post_event)
+    memo.setdefault("status_writer", kube_status.StatusWriter())
     if "watchdog" not in memo:
         memo["watchdog"] = ApiWatchdog()
     return memo
@@ -159,7 +160,8 @@ async def pace(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **
             return
         async with memo.setdefault("lock", asyncio.Lock()):
             changes = await _pass(body, memo)
-            if changes and not await asyncio.to_thread(kube_status.patch, body, changes):
+            written = changes and await asyncio.to_thread(memo.status_writer.patch, body, changes)
+            if changes and not written:
                 memo.pop("status", None)  # not written: start again from the body's
 
 

@@ -18,27 +18,34 @@ MERGE_PATCH = "application/merge-patch+json"  # null removes a key, as handlers.
 log = logging.getLogger(__name__)
 
 
-def patch(body: kopf.Body, status: dict) -> bool:
-    """Merge `status` into the object's status subresource; False when it was not written."""
-    meta = body.metadata
-    try:
-        client.CustomObjectsApi().patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            meta.namespace,
-            PLURAL,
-            meta.name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
-    except ApiException as err:
-        if err.status != 404:  # gone: nothing to write to
-            log.warning(
-                "status of %s/%s not written: %s %s",
+class StatusWriter:
+    """Merges status patches through one API client (one connection pool for every object)."""
+
+    def __init__(self) -> None:
+        self._api: client.CustomObjectsApi | None = None  # made after kopf has logged in
+
+    def patch(self, body: kopf.Body, status: dict) -> bool:
+        """Merge `status` into the object's status subresource; False when it was not written."""
+        meta = body.metadata
+        self._api = self._api or client.CustomObjectsApi()
+        try:
+            self._api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
                 meta.namespace,
+                PLURAL,
                 meta.name,
-                err.status,
-                err.reason,
+                {"status": status},
+                _content_type=MERGE_PATCH,
             )
-        return False
-    return True
+        except ApiException as err:
+            if err.status != 404:  # gone: nothing to write to
+                log.warning(
+                    "status of %s/%s not written: %s %s",
+                    meta.namespace,
+                    meta.name,
+                    err.status,
+                    err.reason,
+                )
+            return False
+        return True
