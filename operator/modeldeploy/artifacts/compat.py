@@ -13,6 +13,8 @@ import functools
 import json
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 from modeldeploy.artifacts import guard
@@ -102,13 +104,29 @@ def framework_version_from_image(image: str) -> str:
     return ""
 
 
-@functools.cache  # a static table, but each lookup costs ~47 ms of CPU under the GIL
-def image_uri(region: str, framework_version: str) -> str:
-    """The first-party XGBoost image URI for a region (offline, from sagemaker-core's table)."""
-    # Imported lazily: sagemaker.core takes over a second to import.
-    from sagemaker.core import image_uris
+_IMAGE_URI_LOOKUP = (
+    "import sys; from sagemaker.core import image_uris; "
+    "print(image_uris.retrieve('xgboost', sys.argv[1], sys.argv[2]))"
+)
 
-    return image_uris.retrieve("xgboost", region, framework_version)
+
+@functools.cache  # a static table: looked up once per (region, version)
+def image_uri(region: str, framework_version: str) -> str:
+    """The first-party XGBoost image URI for a region (offline, from sagemaker-core's table).
+
+    Looked up in a child process: importing sagemaker-core costs over a second of CPU and
+    ~90 MiB that the operator would keep for its lifetime. ValueError when it has none."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMAGE_URI_LOOKUP, region, framework_version],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        raise ValueError(f"no XGBoost {framework_version} image for {region}: {lines[-1]}")
+    return proc.stdout.strip()
 
 
 def incompatibility(info: ModelInfo, framework_version: str) -> str | None:
