@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modeldeploy import __version__, serving
+from modeldeploy import __version__, peering, serving
 from modeldeploy.console import run_command
 from modeldeploy.gitops import command as decisions
 
@@ -21,6 +21,7 @@ def _add_run(sub: _Subparsers) -> None:
     run.add_argument("--default-provider", choices=["sagemaker", "local"])
     run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--log-level", default="info")
+    peering.add_arguments(run)
     run.set_defaults(func=_run)
 
 
@@ -32,13 +33,18 @@ def _run(args: argparse.Namespace) -> int:
     from modeldeploy import handlers  # registers the handlers
     from modeldeploy.providers import ProviderFactory
 
+    peers = peering.from_args(args)
+    settings = kopf.OperatorSettings()
+    peering.configure(settings, peers)
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf says "Timer succeeded" for every tick; our Events and status say what matters.
     logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
+    logging.getLogger(__name__).info("high availability: %s", peers.describe())
     asyncio.run(
         kopf.operator(
-            standalone=True,
+            settings=settings,
+            **peers.operator_kwargs(),  # standalone unless --peering / MODELDEPLOY_PEERING
             clusterwide=not args.namespace,
             namespaces=args.namespace or [],
             liveness_endpoint=args.liveness,
