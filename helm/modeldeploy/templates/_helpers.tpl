@@ -68,3 +68,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "modeldeploy.localDir" -}}
 {{- if include "modeldeploy.localPersistence" . }}/var/lib/modeldeploy{{ else }}/tmp/.local/share/modeldeploy{{ end }}
 {{- end }}
+
+{{/* Name of kopf's peering object with highAvailability: the value, or the full name. */}}
+{{- define "modeldeploy.peeringName" -}}
+{{- default (include "modeldeploy.fullname" .) .Values.highAvailability.peering }}
+{{- end }}
+
+{{/* What highAvailability cannot do, refused at render time. */}}
+{{- define "modeldeploy.haChecks" -}}
+{{- if .Values.highAvailability.enabled }}
+{{- if eq .Values.provider "local" }}
+{{- fail "highAvailability needs provider sagemaker: the local provider keeps its registry inside the operator's pod" }}
+{{- end }}
+{{- range .Values.watchNamespaces }}
+{{- if regexMatch "[*?!\\[\\]]" . }}
+{{- fail (printf "highAvailability needs each watched namespace named (a KopfPeering is created in each); %q is a pattern" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
