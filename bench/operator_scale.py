@@ -397,6 +397,7 @@ def start_operator(kube: Kube, env: dict[str, str], args: argparse.Namespace) ->
         "MODELDEPLOY_ACT_SECONDS": str(args.act_seconds),
         "MODELDEPLOY_CHAIN_SECONDS": str(args.chain_seconds),
         "MODELDEPLOY_VIEW_SECONDS": str(args.view_seconds),
+        "MODELDEPLOY_AWS_MAX_TPS": str(args.max_tps),
         "MODELDEPLOY_POLL_SECONDS": str(args.poll_seconds),
         "MODELDEPLOY_RESYNC_SECONDS": str(args.resync_seconds),
     }
@@ -639,6 +640,7 @@ def markdown(result: dict) -> str:
         f"# Operator at scale ({result['at']}, {result['commit']})\n\n"
         f"`bench/operator_scale.py`: sagemaker provider against the AWS emulator through a "
         f"counting proxy, real API server; act {s['act_seconds']} s, view {s['view_seconds']} s, "
+        f"AWS TPS cap {s['max_tps'] or 'off'}, "
         f"poll {s['poll_seconds']} s, resync {s['resync_seconds']} s; steady window "
         f"{s['steady_seconds']} s; {s['cores']} cores.\n"
     )
@@ -652,6 +654,12 @@ def main() -> int:
     parser.add_argument("--steady-seconds", type=float, help="default: two resyncs and 5 s")
     parser.add_argument("--resync-seconds", type=float, default=30)
     parser.add_argument("--view-seconds", type=float, default=60, help="sagemaker views' age")
+    parser.add_argument(
+        "--max-tps",
+        type=float,
+        default=0,
+        help="the operator's cap (0: off; the emulator has no quota)",
+    )
     parser.add_argument("--act-seconds", type=float, default=1)
     parser.add_argument("--chain-seconds", type=float, default=5, help="0: a pass per call")
     parser.add_argument("--poll-seconds", type=float, default=30)
@@ -670,6 +678,7 @@ def main() -> int:
             k: getattr(args, k)
             for k in (
                 "view_seconds",
+                "max_tps",
                 "act_seconds",
                 "poll_seconds",
                 "resync_seconds",
