@@ -264,3 +264,30 @@ def test_a_steady_observe_makes_no_call(
             again = provider.observe(spec, steady, namespace="ns", name="churn")
     assert calls == []
     assert again.latest.approval_status == APPROVED
+
+
+def test_a_group_observe_just_found_missing_is_created_without_a_second_look(
+    sagemaker_client, registry: SageMakerRegistry
+) -> None:
+    with recorded(sagemaker_client) as calls:
+        assert registry.group_arn("churn") is None  # what observe does
+        registry.ensure_group("churn", None)
+    assert calls == ["DescribeModelPackageGroup", "CreateModelPackageGroup"]
+    with recorded(sagemaker_client) as calls:  # and an existing one is never created again
+        registry.ensure_group("churn", None)
+    assert calls == ["DescribeModelPackageGroup"]
+
+
+def test_registering_into_a_group_created_here_lists_nothing_until_an_outcome_is_unknown(
+    sagemaker_client, registry: SageMakerRegistry, views, model_artifact: str
+) -> None:
+    versions, _ = views
+    registry.ensure_group("churn", None)
+    with recorded(sagemaker_client) as calls:
+        registry.register_version(spec_for("churn", model_artifact))
+    assert "ListModelPackages" not in calls  # nothing registered here: nothing to find
+    versions.forget("churn")  # as after a create whose answer was lost
+    with recorded(sagemaker_client) as calls:
+        again = registry.register_version(spec_for("churn", model_artifact))
+    assert calls.count("ListModelPackages") == 1 and "CreateModelPackage" not in calls
+    assert again.version == 1  # found by its digest: not registered twice

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
 DESCRIPTIONS_KEPT = 2048
 # Artifacts checked, by S3 object and ETag: resources naming the same bytes share one check.
 ARTIFACTS_KEPT = 256
+# How long a group observe found missing is believed missing by the create that follows.
+MISSING_TRUSTED = 5.0
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -134,6 +137,7 @@ class SageMakerRegistry:
         self.versions = versions
         self._descriptions = _Kept(DESCRIPTIONS_KEPT)
         self._artifacts = _Kept(ARTIFACTS_KEPT)
+        self._missing = _Kept(ARTIFACTS_KEPT)  # group -> when a describe found it missing
         # An unanswered CreateModelPackage may have registered a version, and re-sending it
         # registers another wherever ClientToken is not honoured (the emulator ignores it).
         # So the SDK retries it only when it was refused; otherwise the next pass finds what
@@ -152,14 +156,22 @@ class SageMakerRegistry:
             self.sm.describe_model_package_group,
             ModelPackageGroupName=group,
         )
-        return found["ModelPackageGroupArn"] if found else None
+        if found is None:
+            self._missing.keep(group, time.monotonic())
+            return None
+        self._missing.drop(group)
+        return found["ModelPackageGroupArn"]
+
+    def _just_seen_missing(self, group: str) -> bool:
+        seen = self._missing.get_fresh(group)
+        return seen is not None and time.monotonic() - seen < MISSING_TRUSTED
 
     def ensure_group(self, name: str, description: str | None, owner: str = "") -> str:
         """The group's ARN, created (tagged with its owner) when missing. Described first,
         although observe has just looked: an existing group must never be retagged, and the
-        emulator overwrites a group created twice where SageMaker refuses."""
-        arn = self.group_arn(name)
-        if arn:
+        emulator overwrites a group created twice where SageMaker refuses. Unless observe found
+        it missing a moment ago: then SageMaker's refusal of a second create guards the race."""
+        if not self._just_seen_missing(name) and (arn := self.group_arn(name)):
             return arn
         kwargs: dict[str, Any] = {"ModelPackageGroupName": name}
         if description:
@@ -177,6 +189,7 @@ class SageMakerRegistry:
             raise from_aws(err, what) from err
         except BotoCoreError as err:
             raise from_aws(err, what) from err
+        self._missing.drop(name)
         self.versions.group_created(name)
         return arn
 
@@ -306,7 +319,10 @@ class SageMakerRegistry:
     def find_registered(self, group: str, digest: str, image: str) -> ModelVersion | None:
         """A recent version holding the same artifact bytes for the same image, if any.
         Listed afresh, not from the shared view: a create whose answer was lost registered a
-        version that no view has seen."""
+        version that no view has seen. Not listed at all when this process created the group
+        and has registered nothing in it (every write it made since is known)."""
+        if self.versions.created_empty(group):
+            return None
         for summary in self.list_versions(group, IDEMPOTENCY_WINDOW):
             desc = self.describe(summary["ModelPackageArn"], summary.get("ModelApprovalStatus"))
             if not desc:

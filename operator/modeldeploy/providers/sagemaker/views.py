@@ -82,6 +82,7 @@ class VersionsView:
         self._when = _Refreshing(max_age, clock)
         self._groups: dict[str, list[dict]] = {}
         self._written: dict[str, float] = {}  # group -> when this process last wrote to it
+        self._created: set[str] = set()  # created here, every write to it since known
         self.region_listings = 0
 
     def versions(self, group: str) -> list[dict]:
@@ -97,6 +98,13 @@ class VersionsView:
 
     def group_created(self, group: str) -> None:
         self._write(group, lambda _: [])
+        with self._when.lock:
+            self._created.add(group)
+
+    def created_empty(self, group: str) -> bool:
+        """This process created the group, knows every write to it since, and made none."""
+        with self._when.lock:
+            return group in self._created and self._groups.get(group) == []
 
     def version_added(self, group: str, arn: str, version: int, status: str) -> None:
         summary = {"ModelPackageVersion": version, "ModelPackageArn": arn}
@@ -115,6 +123,8 @@ class VersionsView:
     def forget(self, group: str) -> None:
         """What a write whose outcome is unknown may have changed: listed again on next use."""
         self._write(group, lambda _: None)
+        with self._when.lock:
+            self._created.discard(group)
 
     def _write(self, group: str, change: Callable[[list[dict] | None], list[dict] | None]) -> None:
         with self._when.lock:
