@@ -486,6 +486,9 @@ def steady_phase(
         "cpu_s": round(after.cpu - before.cpu, 2),
         "cpu_per_min": round((after.cpu - before.cpu) / window * 60, 2),
         "passes_per_resource_per_resync": round(passes / n / resyncs, 2),
+        # What a resync costs, so the idle CPU at the default resync (600 s) can be told
+        # without a window of two of them (20 minutes).
+        "cpu_per_pass_ms": round((after.cpu - before.cpu) / passes * 1000, 2) if passes else None,
         # Resyncs are spread by ±10 %, so window/resync only estimates how many there were;
         # per pass is exact (a steady resource makes one pass per resync).
         "per_resource_per_resync": {
@@ -567,6 +570,17 @@ def measure(n: int, args: argparse.Namespace) -> dict:
 # -- report ----------------------------------------------------------------------------------
 
 
+def projected_idle(run: dict) -> float | None:
+    per_pass = run["steady"]["cpu_per_pass_ms"]
+    if per_pass is None:
+        return None
+    return round(run["n"] / 10 * per_pass / 1000 + run["idle_cpu_per_min_no_resources"], 2)
+
+
+def per_thousand(run: dict) -> float:
+    return round((run["rss"]["peak_mib"] - run["rss"]["idle_mib"]) / run["n"] * 1000, 0)
+
+
 def table(runs: list[dict]) -> str:
     """The issue's table, then the rest of what was measured, one column per N."""
 
@@ -607,6 +621,12 @@ def table(runs: list[dict]) -> str:
         ),
         row("passes per resource to converge", lambda r: f"{r['converge']['passes_per_resource']}"),
         row("steady: read / mutating calls per resource per resync pass", rpr),
+        row("operator CPU per steady pass", lambda r: f"{r['steady']['cpu_per_pass_ms']} ms"),
+        row(
+            "CPU per minute when nothing changes at the default resync (600 s), from the above",
+            lambda r: f"{projected_idle(r)} s",
+        ),
+        row("peak RSS above idle per 1,000 resources", lambda r: f"{per_thousand(r)} MiB"),
         row(
             "idle CPU per minute before any resource",
             lambda r: f"{r['idle_cpu_per_min_no_resources']} s",
