@@ -38,9 +38,10 @@ def _run(args: argparse.Namespace) -> int:
     peering.configure(settings, peers)
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # kopf says "Timer succeeded" for every tick; our Events and status say what matters.
+    # kopf logs every handler call; our Events and status say what matters.
     logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
-    logging.getLogger(__name__).info("high availability: %s", peers.describe())
+    if not peers.standalone:  # one replica says nothing about it
+        logging.getLogger(__name__).info("high availability: %s", peers.describe())
     asyncio.run(
         kopf.operator(
             settings=settings,
