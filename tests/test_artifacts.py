@@ -357,12 +357,12 @@ def test_explicit_images() -> None:
 
 
 def test_image_uri_offline_looked_up_once_outside_the_operator() -> None:
-    compat.image_uri.cache_clear()
+    compat._image_uri.cache_clear()
     uri = compat.image_uri("us-east-1", "1.7-1")
     assert uri.endswith("/sagemaker-xgboost:1.7-1")
     assert ".dkr.ecr.us-east-1.amazonaws.com" in uri
     assert compat.image_uri("us-east-1", "1.7-1") == uri  # kept: asked once per region
-    assert compat.image_uri.cache_info().hits == 1
+    assert compat._image_uri.cache_info().hits == 1
     assert compat.image_uri("eu-west-1", "1.7-1").endswith(
         ".eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
     )
@@ -370,7 +370,7 @@ def test_image_uri_offline_looked_up_once_outside_the_operator() -> None:
     assert not any(m.startswith("sagemaker.core") for m in sys.modules)
     with pytest.raises(ValueError, match=r"no XGBoost 1\.7-1 image for mars-north-1"):
         compat.image_uri("mars-north-1", "1.7-1")
-    compat.image_uri.cache_clear()
+    compat._image_uri.cache_clear()
 
 
 @pytest.mark.parametrize("fmt", ["ubj", "json"])

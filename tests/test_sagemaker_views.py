@@ -176,7 +176,6 @@ def test_the_same_artifact_is_checked_once_until_its_bytes_change(
     registry: SageMakerRegistry,
     model_artifact: str,
     upload: Callable[[str, bytes], str],
-    model_tar_bytes: bytes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     inspected: list[str] = []
@@ -198,6 +197,13 @@ def test_the_same_artifact_is_checked_once_until_its_bytes_change(
     upload(key, build_model_tar(rounds=4))  # new bytes at the same key: a new ETag
     registry.ensure_group("churn-3", None)
     registry.register_version(spec_for("churn-3", model_artifact))
+    assert len(inspected) == 2
+
+    # the same bytes under another key: downloaded (an ETag proves nothing across objects)
+    # and digested, but not inspected again
+    copy = upload("elsewhere/model.tar.gz", build_model_tar(rounds=4))
+    registry.ensure_group("churn-4", None)
+    assert registry.register_version(spec_for("churn-4", copy)).artifact == copy
     assert len(inspected) == 2
 
 
@@ -291,3 +297,41 @@ def test_registering_into_a_group_created_here_lists_nothing_until_an_outcome_is
         again = registry.register_version(spec_for("churn", model_artifact))
     assert calls.count("ListModelPackages") == 1 and "CreateModelPackage" not in calls
     assert again.version == 1  # found by its digest: not registered twice
+
+
+def test_a_region_listing_that_skipped_a_known_version_is_not_believed(
+    sagemaker_client, registry: SageMakerRegistry, views, clock: Clock, model_artifact: str
+) -> None:
+    # Paging a listing while versions are created can skip some (the emulator's tokens are
+    # positions in a growing list): seen at N>=100 as versions "lost" and registered again.
+    versions, _ = views
+    registry.ensure_group("churn", None)
+    registry.register_version(spec_for("churn", model_artifact))
+    clock.now += MAX_AGE
+
+    region_listing: list[bool] = []
+
+    def note(params, **_: object) -> None:
+        region_listing.append("ModelPackageGroupName" not in params)
+
+    def skip_churn(parsed, **_: object) -> None:
+        if region_listing[-1]:
+            summaries = parsed["ModelPackageSummaryList"]
+            parsed["ModelPackageSummaryList"] = [
+                s for s in summaries if s["ModelPackageGroupName"] != "churn"
+            ]
+
+    hooks = [
+        ("before-parameter-build.sagemaker.ListModelPackages", note),
+        ("after-call.sagemaker.ListModelPackages", skip_churn),
+    ]
+    for event, hook in hooks:
+        sagemaker_client.meta.events.register(event, hook)
+    try:
+        with recorded(sagemaker_client) as calls:
+            assert numbers(versions.versions("churn")) == [1]
+    finally:
+        for event, hook in hooks:
+            sagemaker_client.meta.events.unregister(event, hook)
+    assert region_listing == [True, False]
+    assert calls == ["ListModelPackages", "ListModelPackages"]  # the region's, then its own

@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from modeldeploy.artifacts import guard
@@ -110,12 +111,21 @@ _IMAGE_URI_LOOKUP = (
 )
 
 
-@functools.cache  # a static table: looked up once per (region, version)
+_IMAGE_URI_LOCK = threading.Lock()
+
+
 def image_uri(region: str, framework_version: str) -> str:
     """The first-party XGBoost image URI for a region (offline, from sagemaker-core's table).
 
     Looked up in a child process: importing sagemaker-core costs over a second of CPU and
-    ~90 MiB that the operator would keep for its lifetime. ValueError when it has none."""
+    ~90 MiB that the operator would keep for its lifetime. One lookup at a time, so passes
+    asking at once start one child, not one each. ValueError when it has none."""
+    with _IMAGE_URI_LOCK:
+        return _image_uri(region, framework_version)
+
+
+@functools.cache  # a static table: looked up once per (region, version)
+def _image_uri(region: str, framework_version: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", _IMAGE_URI_LOOKUP, region, framework_version],
         capture_output=True,

@@ -33,7 +33,7 @@ from modeldeploy.providers.sagemaker.errors import (
 )
 from modeldeploy.providers.sagemaker.views import VersionsView
 from modeldeploy.remote import PENDING, ModelVersion
-from modeldeploy.spec import ModelDeploymentSpec
+from modeldeploy.spec import ModelDeploymentSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ class SageMakerRegistry:
         self.region = region
         self.versions = versions
         self._descriptions = _Kept(DESCRIPTIONS_KEPT)
-        self._artifacts = _Kept(ARTIFACTS_KEPT)
+        self._artifacts = _Kept(ARTIFACTS_KEPT)  # (bucket, key, etag, asked) -> checked
+        self._inspected = _Kept(ARTIFACTS_KEPT)  # (sha256, asked) -> checked
         self._missing = _Kept(ARTIFACTS_KEPT)  # group -> when a describe found it missing
         # An unanswered CreateModelPackage may have registered a version, and re-sending it
         # registers another wherever ClientToken is not honoured (the emulator ignores it).
@@ -281,16 +282,17 @@ class SageMakerRegistry:
             raise TerminalError(f"{uri}: unreadable metrics file: {err}") from err
 
     def _check_artifact(self, spec: ModelDeploymentSpec) -> CheckedArtifact:
-        """Download, digest and inspect spec.model.artifact, once per S3 object and ETag (and
-        requested framework and image): resources naming the same bytes share the check."""
+        """Download, digest and inspect spec.model.artifact. Resources naming the same bytes
+        share the work: not downloaded again for the same S3 object and ETag, not inspected
+        again for the same sha256 (ETags, MD5-based, are never trusted across objects)."""
         model = spec.model
         assert model is not None
         bucket, key = split_s3(model.artifact)
         with aws(f"GetObject {model.artifact}"):
             obj = self.s3.get_object(Bucket=bucket, Key=key)
         etag = obj.get("ETag") or ""
-        kept_as = (bucket, key, etag, model.frameworkVersion, model.image)
-        kept = self._artifacts.get_fresh(kept_as) if etag else None
+        asked = (model.frameworkVersion, model.image)
+        kept = self._artifacts.get_fresh((bucket, key, etag, *asked)) if etag else None
         if kept is not None:
             obj["Body"].close()  # the bytes are the ones checked before: not read again
             return kept
@@ -302,18 +304,24 @@ class SageMakerRegistry:
             with aws(f"GetObject {model.artifact}"), open(tar, "wb") as f:
                 shutil.copyfileobj(obj["Body"], f, 1 << 20)
             digest = sha256_file(tar)
-            try:
-                info, framework = compat.inspect_and_check(
-                    tar, model.frameworkVersion, model.image, model.artifact
-                )
-                image = model.image or compat.image_uri(self.region, framework)
-            except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
-                raise TerminalError(str(err)) from err
+            checked = self._inspected.get_fresh((digest, *asked))
+            checked = checked or self._inspect(model, tar, digest)
+        if etag:
+            self._artifacts.keep((bucket, key, etag, *asked), checked)
+        return checked
+
+    def _inspect(self, model: ModelSpec, tar: Path, digest: str) -> CheckedArtifact:
+        try:
+            info, framework = compat.inspect_and_check(
+                tar, model.frameworkVersion, model.image, model.artifact
+            )
+            image = model.image or compat.image_uri(self.region, framework)
+        except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
+            raise TerminalError(str(err)) from err
         if model.image and not framework:
             log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
         checked = CheckedArtifact(digest, info.version_str, framework, image)
-        if etag:
-            self._artifacts.keep(kept_as, checked)
+        self._inspected.keep((digest, model.frameworkVersion, model.image), checked)
         return checked
 
     def find_registered(self, group: str, digest: str, image: str) -> ModelVersion | None:

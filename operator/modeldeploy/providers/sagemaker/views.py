@@ -47,6 +47,15 @@ def _newest(summaries: list[dict], limit: int) -> list[dict]:
     return sorted(kept, key=lambda s: s.get("ModelPackageVersion", 0), reverse=True)[:limit]
 
 
+def _skipped(known: list[dict], listed: list[dict]) -> bool:
+    """The listing lacks a version the view holds that is newer than the oldest it has."""
+    arns = {s["ModelPackageArn"] for s in listed}
+    oldest = min((s["ModelPackageVersion"] for s in listed), default=0)
+    return any(
+        s["ModelPackageArn"] not in arns and s["ModelPackageVersion"] >= oldest for s in known
+    )
+
+
 class _Refreshing:
     """Decides when a region listing is due, and lets one thread make it."""
 
@@ -158,10 +167,17 @@ class VersionsView:
                 by_group[summary.get("ModelPackageGroupName", "")].append(summary)
         self.region_listings += 1
         with self._when.lock:
-            for group in list(self._groups):
+            for group, known in list(self._groups.items()):
                 # A write made while the listing ran may be missing from it: keep the write.
-                if self._written.get(group, float("-inf")) < started:
-                    self._groups[group] = _newest(by_group.get(group, []), self._limit)
+                if self._written.get(group, float("-inf")) >= started:
+                    continue
+                listed = _newest(by_group.get(group, []), self._limit)
+                if _skipped(known, listed):
+                    # Paging while versions are created can skip some (tokens are positions
+                    # in a list that grows): the group is listed on its own at its next use.
+                    del self._groups[group]
+                else:
+                    self._groups[group] = listed
 
 
 class EndpointsView:
