@@ -23,34 +23,9 @@ log() { echo "build-controlplane: $*" >&2; }
 # shellcheck source=lib/progress.sh
 source "$root/hack/lib/progress.sh"
 
-have_all() {
-    local b
-    for b in "${binaries[@]}"; do [[ -x "$bin/$b" ]] || return 1; done
-}
-
-if [[ ${1:-} == --print-dir ]]; then
-    echo "$bin"
-    exit 0
-fi
-
-if have_all; then
-    log "up to date ($bin)"
-    echo "$bin"
-    exit 0
-fi
-
-command -v go >/dev/null || { log "needs Go >= 1.24 on PATH (go.dev toolchain)"; exit 1; }
-
-mkdir -p "$out"
-# One build per pins at a time (parallel test runs, make -j): a second run waits for the lock,
-# then finds the binaries.
-exec 9>"$out/.lock"
-flock 9
-if have_all; then
-    log "built by a concurrent run ($bin)"
-    echo "$bin"
-    exit 0
-fi
+# shellcheck source=lib/cached-build.sh
+source "$root/hack/lib/cached-build.sh"
+cached_build_begin "$@"
 
 cd "$mod_dir"
 k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
