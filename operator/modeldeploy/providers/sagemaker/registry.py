@@ -1,7 +1,6 @@
 """The sagemaker provider's registry: model package groups, versions and their approval.
 
-A version's artifact is downloaded and checked once, when it is registered (one native xgboost
-member, no pickle, safe tar, a serving image that reads it as written); its sha256 is kept in
+A version's artifact is checked when it is registered (artifacts.py); its sha256 is kept in
 the package's metadata, which is what makes registering the same bytes twice return the same
 version.
 """
@@ -9,23 +8,20 @@ version.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
-import shutil
-import tempfile
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modeldeploy.artifacts import compat
 from modeldeploy.artifacts.metrics import MAX_METRICS_FILE, metrics_from_json
-from modeldeploy.artifacts.package import MAX_ARTIFACT, sha256_file
 from modeldeploy.providers.errors import TerminalError, TransientError, aws, from_aws
+from modeldeploy.providers.sagemaker.artifacts import (
+    ArtifactChecker,
+    CheckedArtifact,
+    Kept,
+    split_s3,
+)
 from modeldeploy.providers.sagemaker.errors import (
     already_exists,
     call_or_none,
@@ -33,9 +29,7 @@ from modeldeploy.providers.sagemaker.errors import (
 )
 from modeldeploy.providers.sagemaker.views import VersionsView
 from modeldeploy.remote import PENDING, ModelVersion
-from modeldeploy.spec import ModelDeploymentSpec, ModelSpec
-
-log = logging.getLogger(__name__)
+from modeldeploy.spec import ModelDeploymentSpec
 
 # The ModelDeployment (namespace/name) that owns a group: only it deploys from the group.
 OWNER_TAG = "modeldeploy.dev/owner"
@@ -51,20 +45,12 @@ CONTENT_TYPES = ["text/csv", "text/libsvm"]
 RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
 # Model package descriptions kept (by ARN: a version is immutable but for its approval).
 DESCRIPTIONS_KEPT = 2048
-# Artifacts checked, by S3 object and ETag: resources naming the same bytes share one check.
-ARTIFACTS_KEPT = 256
+MISSING_KEPT = 1024
 # How long a group observe found missing is believed missing by the create that follows.
 MISSING_TRUSTED = 5.0
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    match = re.match(r"^s3://([^/]+)/(.+)$", uri)
-    if not match:
-        raise TerminalError(f"{uri!r} is not an s3://bucket/key URI")
-    return match.group(1), match.group(2)
 
 
 def version_number(arn: str) -> int:
@@ -92,41 +78,6 @@ def metrics_from_metadata(props: dict[str, str]) -> dict[str, float]:
     return out
 
 
-@dataclass(frozen=True)
-class CheckedArtifact:
-    digest: str
-    writer: str  # the xgboost version that wrote it
-    framework: str  # the serving framework version it was checked against ("" for none)
-    image: str
-
-
-class _Kept(OrderedDict):
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.lock = threading.Lock()
-
-    def get_fresh(self, key: Any) -> Any:
-        with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-            return None
-
-    def keep(self, key: Any, value: Any) -> None:
-        with self.lock:
-            self[key] = value
-            self.move_to_end(key)
-            while len(self) > self.size:
-                self.popitem(last=False)
-
-    def drop(self, key: Any) -> None:
-        with self.lock:
-            self.pop(key, None)
-
-
 class SageMakerRegistry:
     """Model package groups and versions, through the SageMaker API and S3."""
 
@@ -135,10 +86,9 @@ class SageMakerRegistry:
         self.s3 = s3
         self.region = region
         self.versions = versions
-        self._descriptions = _Kept(DESCRIPTIONS_KEPT)
-        self._artifacts = _Kept(ARTIFACTS_KEPT)  # (bucket, key, etag, asked) -> checked
-        self._inspected = _Kept(ARTIFACTS_KEPT)  # (sha256, asked) -> checked
-        self._missing = _Kept(ARTIFACTS_KEPT)  # group -> when a describe found it missing
+        self._descriptions = Kept(DESCRIPTIONS_KEPT)
+        self.artifacts = ArtifactChecker(s3, region)
+        self._missing = Kept(MISSING_KEPT)  # group -> when a describe found it missing
         # An unanswered CreateModelPackage may have registered a version, and re-sending it
         # registers another wherever ClientToken is not honoured (the emulator ignores it).
         # So the SDK retries it only when it was refused; otherwise the next pass finds what
@@ -281,49 +231,6 @@ class SageMakerRegistry:
         except ValueError as err:
             raise TerminalError(f"{uri}: unreadable metrics file: {err}") from err
 
-    def _check_artifact(self, spec: ModelDeploymentSpec) -> CheckedArtifact:
-        """Download, digest and inspect spec.model.artifact. Resources naming the same bytes
-        share the work: not downloaded again for the same S3 object and ETag, not inspected
-        again for the same sha256 (ETags, MD5-based, are never trusted across objects)."""
-        model = spec.model
-        assert model is not None
-        bucket, key = split_s3(model.artifact)
-        with aws(f"GetObject {model.artifact}"):
-            obj = self.s3.get_object(Bucket=bucket, Key=key)
-        etag = obj.get("ETag") or ""
-        asked = (model.frameworkVersion, model.image)
-        kept = self._artifacts.get_fresh((bucket, key, etag, *asked)) if etag else None
-        if kept is not None:
-            obj["Body"].close()  # the bytes are the ones checked before: not read again
-            return kept
-        if int(obj.get("ContentLength") or 0) > MAX_ARTIFACT:
-            obj["Body"].close()
-            raise TerminalError(f"{model.artifact}: artifact is over {MAX_ARTIFACT} bytes")
-        with tempfile.TemporaryDirectory(prefix="modeldeploy-") as tmp:
-            tar = Path(tmp) / "model.tar.gz"
-            with aws(f"GetObject {model.artifact}"), open(tar, "wb") as f:
-                shutil.copyfileobj(obj["Body"], f, 1 << 20)
-            digest = sha256_file(tar)
-            checked = self._inspected.get_fresh((digest, *asked))
-            checked = checked or self._inspect(model, tar, digest)
-        if etag:
-            self._artifacts.keep((bucket, key, etag, *asked), checked)
-        return checked
-
-    def _inspect(self, model: ModelSpec, tar: Path, digest: str) -> CheckedArtifact:
-        try:
-            info, framework = compat.inspect_and_check(
-                tar, model.frameworkVersion, model.image, model.artifact
-            )
-            image = model.image or compat.image_uri(self.region, framework)
-        except ValueError as err:  # IncompatibleArtifactError, UnsafeArtifactError, ...
-            raise TerminalError(str(err)) from err
-        if model.image and not framework:
-            log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
-        checked = CheckedArtifact(digest, info.version_str, framework, image)
-        self._inspected.keep((digest, model.frameworkVersion, model.image), checked)
-        return checked
-
     def find_registered(self, group: str, digest: str, image: str) -> ModelVersion | None:
         """A recent version holding the same artifact bytes for the same image, if any.
         Listed afresh, not from the shared view: a create whose answer was lost registered a
@@ -345,7 +252,7 @@ class SageMakerRegistry:
         if model is None:
             raise TerminalError("spec.model is not set: there is no artifact to register")
         group = spec.modelPackageGroup.name
-        checked = self._check_artifact(spec)
+        checked = self.artifacts.check(spec)
         existing = self.find_registered(group, checked.digest, checked.image)
         if existing:
             return existing
