@@ -64,11 +64,4 @@ build kube-apiserver "$k8s_ldflags" k8s.io/kubernetes/cmd/kube-apiserver
 build kubectl "$k8s_ldflags" k8s.io/kubernetes/cmd/kubectl
 build etcd "-s -w" go.etcd.io/etcd/server/v3
 
-mkdir -p "$bin"
-for b in "${binaries[@]}"; do mv "$tmp/$b" "$bin/$b"; done
-log "done in $((SECONDS - t_all))s"
-# Binaries of earlier pins are dead weight (~250 MB each); running processes keep their inode.
-for old in "$(dirname "$out")"/*/; do
-    [[ ${old%/} == "$out" ]] || { rm -rf "${old%/}" && log "removed stale ${old%/}"; }
-done
-echo "$bin"
+cached_build_finish

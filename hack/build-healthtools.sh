@@ -46,10 +46,4 @@ for b in "${binaries[@]}"; do
     log "$b built in $((SECONDS - t))s"
 done
 
-mkdir -p "$bin"
-for b in "${binaries[@]}"; do mv "$tmp/$b" "$bin/$b"; done
-log "done in $((SECONDS - t_all))s"
-for old in "$(dirname "$out")"/*/; do
-    [[ ${old%/} == "$out" ]] || { rm -rf "${old%/}" && log "removed stale ${old%/}"; }
-done
-echo "$bin"
+cached_build_finish

@@ -58,8 +58,7 @@ def make_spec(artifact: str | None = None, **model: object) -> ModelDeploymentSp
     return parse_spec(raw)
 
 
-@pytest.fixture
-def provider(sagemaker_client, runtime_client, s3_client) -> SageMakerProvider:
+def seeing_everything(sagemaker_client, runtime_client, s3_client) -> SageMakerProvider:
     # Views of age 0: every observe sees what the tests wrote behind the provider's back (the
     # views' own behaviour is tested in test_sagemaker_views.py).
     return SageMakerProvider(
@@ -70,6 +69,11 @@ def provider(sagemaker_client, runtime_client, s3_client) -> SageMakerProvider:
         s3_client=s3_client,
         view_max_age=0,
     )
+
+
+@pytest.fixture
+def provider(sagemaker_client, runtime_client, s3_client) -> SageMakerProvider:
+    return seeing_everything(sagemaker_client, runtime_client, s3_client)
 
 
 @pytest.fixture
@@ -338,15 +342,8 @@ def test_observe_sees_a_new_version_registered_elsewhere(
 def test_observe_describes_referenced_versions_off_the_first_page(
     sagemaker_client, runtime_client, s3_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(provider_module, "LIST_PAGE", 2)
-    provider = SageMakerProvider(
-        REGION,
-        ROLE_ARN,
-        sagemaker_client=sagemaker_client,
-        runtime_client=runtime_client,
-        s3_client=s3_client,
-        view_max_age=0,
-    )
+    monkeypatch.setattr(provider_module, "LIST_PAGE", 2)  # read when a provider is made
+    provider = seeing_everything(sagemaker_client, runtime_client, s3_client)
     spec = make_spec()
     provider.registry.ensure_group(GROUP, None)
     for n in range(4):

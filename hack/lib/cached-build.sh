@@ -1,6 +1,6 @@
 # The start every cached build shares: binaries under "$bin" (inside "$out", a directory keyed by
 # the build's pins). The caller sets out, bin, binaries=(...) and log() before sourcing this file
-# and calling `cached_build_begin "$@"`.
+# and calling `cached_build_begin "$@"`; it builds into "$tmp" and ends with `cached_build_finish`.
 #
 # `--print-dir` prints "$bin" and exits; so does a complete cache (the build is skipped). Else the
 # per-pins lock is taken, so a concurrent run (parallel tests, make -j) waits and then finds the
@@ -30,4 +30,17 @@ cached_build_begin() {
         echo "$bin"
         exit 0
     fi
+}
+
+# Moves the built binaries into "$bin", prints it, and removes the binaries of earlier pins (dead
+# weight, up to ~250 MB each; running processes keep their inode).
+cached_build_finish() {
+    local b old
+    mkdir -p "$bin"
+    for b in "${binaries[@]}"; do mv "$tmp/$b" "$bin/$b"; done
+    log "done in $((SECONDS - t_all))s"
+    for old in "$(dirname "$out")"/*/; do
+        [[ ${old%/} == "$out" ]] || { rm -rf "${old%/}" && log "removed stale ${old%/}"; }
+    done
+    echo "$bin"
 }

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import kopf
 
 from modeldeploy import kube_status, metrics
+from modeldeploy.gitops.kube import GROUP, PLURAL, VERSION
 from modeldeploy.liveness import ApiServerLost, ApiWatchdog
 from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
@@ -28,7 +29,6 @@ from modeldeploy.reconcile import cleanup, controller
 from modeldeploy.reconcile.types import Event, Timing
 from modeldeploy.scheduling import Pacer, next_delay, worker_pool
 
-GROUP, VERSION, PLURAL = kube_status.GROUP, kube_status.VERSION, kube_status.PLURAL
 EventSink = Callable[[kopf.Body, Event], None]
 
 

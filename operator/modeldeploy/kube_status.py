@@ -12,7 +12,8 @@ import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "mlops.modeldeploy.dev", "v1alpha1", "modeldeployments"
+from modeldeploy.gitops.kube import GROUP, PLURAL, VERSION
+
 MERGE_PATCH = "application/merge-patch+json"  # null removes a key, as handlers.status_patch says
 
 log = logging.getLogger(__name__)

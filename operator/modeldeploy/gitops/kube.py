@@ -1,6 +1,6 @@
 """The API server as kubectl finds it: KUBECONFIG (or --kubeconfig), --context, the context's
-namespace; and the ModelDeployment's coordinates (the same as handlers.py's, which this module
-does not import: it would pull kopf into every CLI call)."""
+namespace; and the ModelDeployment's coordinates, the one place they are written (handlers.py
+and kube_status.py import them; this module imports no kopf, so CLI calls stay light)."""
 
 from __future__ import annotations
 
