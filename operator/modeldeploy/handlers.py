@@ -160,8 +160,7 @@ async def pace(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **
             return
         async with memo.setdefault("lock", asyncio.Lock()):
             changes = await _pass(body, memo)
-            written = changes and await asyncio.to_thread(memo.status_writer.patch, body, changes)
-            if changes and not written:
+            if changes and not await asyncio.to_thread(memo.status_writer.patch, body, changes):
                 memo.pop("status", None)  # not written: start again from the body's
 
 

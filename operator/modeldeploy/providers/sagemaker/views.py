@@ -92,7 +92,6 @@ class VersionsView:
         self._groups: dict[str, list[dict]] = {}
         self._written: dict[str, float] = {}  # group -> when this process last wrote to it
         self._created: set[str] = set()  # created here, every write to it since known
-        self.region_listings = 0
 
     def versions(self, group: str) -> list[dict]:
         if self._groups:  # nothing to refresh before the first group is known
@@ -165,7 +164,6 @@ class VersionsView:
                 SortOrder="Descending",
             ):
                 by_group[summary.get("ModelPackageGroupName", "")].append(summary)
-        self.region_listings += 1
         with self._when.lock:
             for group, known in list(self._groups.items()):
                 # A write made while the listing ran may be missing from it: keep the write.
@@ -189,7 +187,6 @@ class EndpointsView:
         self._when.expire()  # nothing is known of endpoints before the first listing
         self._listed: dict[str, str] = {}
         self._touched: set[str] = set()
-        self.region_listings = 0
 
     def needs_describe(self, name: str) -> bool:
         """This process changed the endpoint and has not seen it settle since."""
@@ -226,6 +223,5 @@ class EndpointsView:
                 for item in _pages(self._sm.list_endpoints, "Endpoints")
                 if item["EndpointName"].endswith(STAGE_SUFFIXES)
             }
-        self.region_listings += 1
         with self._when.lock:
             self._listed = listed
