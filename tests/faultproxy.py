@@ -192,7 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:  # the tally says what happened
         pass
 
-    def _body(self) -> bytes:
+    def _body(self) -> bytes | None:
+        """The request's body; None when the client went away before sending all of it."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
@@ -201,11 +202,16 @@ class _Handler(BaseHTTPRequestHandler):
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                 pass  # trailers
             return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        expected = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(expected)
+        return body if len(body) == expected else None
 
     def _relay(self) -> None:
         proxy = self.server.proxy
         body = self._body()
+        if body is None:  # a killed client's half request: no server would act on it
+            self.close_connection = True
+            return
         target = self.headers.get("X-Amz-Target")
         fault = proxy.pick(operation(self.command, self.path, target))
         if fault is None or fault.when == "after":

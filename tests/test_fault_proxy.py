@@ -140,3 +140,22 @@ def test_the_proxy_speaks_aws_errors(aws_env: Emulator, proxy: FaultProxy) -> No
         sm.list_models()
     assert sm.list_model_package_groups()["ModelPackageGroupSummaryList"] == []
     assert proxy.tally.forwarded == 2  # the dropped ListEndpoints and the last call
+
+
+def test_a_half_sent_request_is_not_forwarded(aws_env: Emulator, proxy: FaultProxy) -> None:
+    """A client killed between its headers and the end of its body (test_ha's SIGKILL) sent
+    no request: the proxy must not pass the stump on, as no server would act on it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    proxy.rate = 0.0
+    where = urlsplit(proxy.url)
+    with socket.create_connection((where.hostname, where.port)) as client:
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.CreateModel\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 100\r\n\r\n"
+            b'{"ModelName": '
+        )
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1024) == b""  # closed without an answer
+    assert proxy.tally.forwarded == 0

@@ -257,7 +257,7 @@ def test_standby_takes_over_within_15s_without_duplicates(
             "CreateModel": 2 * N,
             "CreateEndpointConfig": 2 * N,
             "CreateEndpoint": 2 * N,
-        }, per_op
+        }, (per_op, sorted(sent))
         assert mutating(proxies["b"].snapshot()), "the standby never acted"
         assert list(peers(admin, peering_name)) == ["replica-b"]  # the dead one was cleaned
     finally:
