@@ -118,3 +118,16 @@ def test_the_key_names_the_crd_group_and_kind() -> None:
     assert HEALTH_DIR.relative_to(ROOT / "manifests" / "argocd" / "resource_customizations") == (
         Path(group) / kind
     )
+
+
+def test_the_application_example_syncs_retirements_too() -> None:
+    """manifests/argocd/application.yaml (which `make gitops-e2e` runs): automated sync that
+    prunes, puts back live edits of the gates, and may empty the Application — without
+    allowEmpty, deleting the last model's file prunes nothing."""
+    app = yaml.safe_load((ROOT / "manifests" / "argocd" / "application.yaml").read_text())
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    assert app["spec"]["syncPolicy"]["automated"] == {
+        "prune": True,
+        "selfHeal": True,
+        "allowEmpty": True,
+    }
