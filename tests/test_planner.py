@@ -398,6 +398,10 @@ def test_rollback_by_promoted_version():
     assert p.status["production"]["version"] == 1
     assert p.status["production"]["previousVersion"] == 2
     assert cond(p, "Ready")[0] == "True"
+    # The version a person just moved production off is not offered back, from the first pass
+    # that sees version 1 serve (not one resync later: `make gitops-e2e` caught that).
+    assert p.status["phase"] == "Deployed", p.status["message"]
+    assert "promotedVersion: 2" not in p.status["message"]
 
 
 def test_promotion_records_previous_version():

@@ -121,12 +121,16 @@ def promotion(s: PassState, candidate: ModelVersion | None, smoke_ok: bool) -> P
     if prod.promotion == "Automatic":
         return Promotion(candidate if candidate and smoke_ok else current)
     waiting = ""
-    rolled_back_from = production.previousVersion if production else None
+    # Versions a person moved production off: the one it left at the last change, and, while a
+    # change is under way (or settles in this very pass), the one it still served.
+    moved_off = {production.previousVersion} if production else set()
+    if production and prod.promotedVersion not in (None, production.version):
+        moved_off.add(production.version)
     if (
         candidate
         and smoke_ok
         and prod.promotedVersion != candidate.version
-        and candidate.version != rolled_back_from  # a person just moved production off it
+        and candidate.version not in moved_off
         and candidate.version > (prod.promotedVersion or 0)
     ):
         waiting = (
