@@ -233,6 +233,14 @@ class Fleet:
     def until(self, what: str, done: Callable[[View], bool]) -> View:
         return self.observed.until(what, done, self.engines, self.operator)
 
+    def deployed(self, sha: str, version: int) -> View:
+        """Waits until production serves `version` in every engine's model, the Kustomizations
+        Ready and Argo CD Healthy at commit `sha`."""
+        return self.until(
+            f"version {version} in production, Ready and Healthy at {sha[:8]}",
+            lambda v: self.phases("Deployed", production=version) and at(v, sha) and healthy(v),
+        )
+
     def models(self) -> dict[str, dict]:
         return {engine: self.observed.model(engine) or {} for engine in TARGETS}
 
@@ -345,10 +353,7 @@ def test_2_a_promotion_commit_deploys_and_reads_healthy(fleet: Fleet) -> None:
     sha = commit_all(
         fleet.repo, "promote churn v1", model=fleet.models_by_version[1], approved=1, promoted=1
     )
-    view = fleet.until(
-        "Deployed; the Kustomizations Ready and Argo CD Healthy at the commit",
-        lambda v: fleet.phases("Deployed", production=1) and at(v, sha) and healthy(v),
-    )
+    view = fleet.deployed(sha, 1)
     assert view["argocd"]["sync"] == "Synced"
     assert view["argocd"]["resource"]["status"] == "Healthy"
 
@@ -393,10 +398,7 @@ def test_3_a_refused_commit_fails_every_engine_with_the_operators_message(fleet:
         approved=2,
         promoted=2,
     )
-    fleet.until(
-        "version 2 in production, Ready and Healthy",
-        lambda v: fleet.phases("Deployed", production=2) and at(v, sha) and healthy(v),
-    )
+    fleet.deployed(sha, 2)
 
 
 def test_4_a_rollback_commit_serves_the_previous_version(fleet: Fleet) -> None:
@@ -410,10 +412,10 @@ def test_4_a_rollback_commit_serves_the_previous_version(fleet: Fleet) -> None:
         approved=2,
         promoted=1,
     )
-    fleet.until(
-        "version 1 in production again, Ready and Healthy",
-        lambda v: fleet.phases("Deployed", production=1) and at(v, sha) and healthy(v),
-    )
+    fleet.deployed(sha, 1)
+    # The version production left is not offered back meanwhile (no AwaitingPromotion nag).
+    seen = fleet.observed.sequences["4 roll back to v1"]
+    assert not [h for e in TARGETS for h in seen[f"{e} phase"] if "AwaitingPromotion" in h], seen
     expected = {v: predict(model, PAYLOAD) for v, model in fleet.models_by_version.items()}
     assert expected[1] != expected[2]  # so that the answer tells which version serves
     for engine, md in fleet.models().items():
