@@ -1,6 +1,6 @@
 """The real GitOps engines as local processes against a test control plane: Flux's
 source-controller and kustomize-controller, and Argo CD's repo-server and application-controller
-with redis, built by hack/build-gitops.sh (`make gitops-e2e` builds them first: ~15-20 min cold).
+with redis, built by hack/build-gitops.sh (`make gitops-e2e` builds them first: ~21 min cold).
 
 Every process listens on loopback ports chosen here, logs to a file of its own and is stopped by
 its PID. Each engine is set up from the files of the same pinned module versions (CRDs, Argo
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 from kube import kubectl
+from operator_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "hack" / "build-gitops.sh"
@@ -40,12 +41,6 @@ def engines_dir() -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"hack/build-gitops.sh failed:\n{done.stderr[-3000:]}")
     return Path(done.stdout.strip()).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def listening(port: int) -> bool:
@@ -181,6 +176,8 @@ def start_argocd(
 ) -> None:
     """redis, the repo-server and the application-controller, in namespace argocd, with an
     AppProject `default`, as Argo CD's own Procfile runs them."""
+    if not REDIS.exists():
+        raise RuntimeError(f"{REDIS} is missing: `make redis` installs Debian's redis-tools")
     share = build / "share" / "argocd"
     apply_files(kubeconfig, share / "crds" / "application-crd.yaml")
     apply_files(kubeconfig, share / "crds" / "appproject-crd.yaml")
