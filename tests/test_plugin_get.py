@@ -327,6 +327,12 @@ def test_colour_on_a_terminal_unless_no_color(quiet_kubeconfig, resource, monkey
     assert "\x1b[" not in screen.getvalue()
 
 
+def interruptible() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and so would the watch (it never ended)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_prints_each_change_until_interrupted(quiet_kubeconfig, resource):
     proc = subprocess.Popen(
         [PLUGIN, "get", NAME, "-n", resource, "--watch", "-o", "json"],
@@ -334,6 +340,7 @@ def test_watch_prints_each_change_until_interrupted(quiet_kubeconfig, resource):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert proc.stdout is not None
@@ -394,6 +401,7 @@ def test_a_reader_without_access_to_events_still_sees_the_rest(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert watching.stdout is not None
