@@ -1,24 +1,25 @@
 """GitOps for real: Flux and Argo CD sync ModelDeployments from a git server, and read their
 health, through git commits only (`make gitops-e2e`; not part of `make test`: the engines' cold
-build takes 15-20 minutes).
+build takes ~21 minutes).
 
 One control plane, the operator (local provider: real inference servers with XGBoost, smoke
 tests with a held-out row; the sagemaker provider's emulator has no UpdateEndpoint, which
 promotion and rollback need), a smart-HTTP git server with one fleet repository, Flux's
 source-controller and kustomize-controller, and Argo CD's repo-server and application-controller
-with redis. Flux applies `flux/` of the repository into namespace md-flux (the shipped
-GitRepository and `wait: true` Kustomization, with short intervals), Argo CD applies `argo/` into
-md-argo (the shipped Application and health script). Each commit changes both files alike; the
-scenarios run in order, each from the state the previous one left:
+with redis. Flux applies one folder with the shipped `wait: true` Kustomization (kstatus) and
+another with the shipped `healthCheckExprs` one (CEL); Argo CD applies a third with the shipped
+Application and health script. Each commit changes the three alike; the scenarios run in order,
+each from the state the previous one left:
 
-1. committed with Manual promotion: the Kustomization is not Ready, Argo CD says Suspended;
+1. committed with Manual promotion: the Kustomizations are not Ready, Argo CD says Suspended;
 2. a commit promoting version 1: Ready at that revision, Healthy;
 3. a commit the operator must refuse (a serving image too old for the model): HealthCheckFailed
-   and Degraded, with the operator's message; then a fixed commit deploys version 2;
-4. a commit rolling back: production serves version 1 again;
+   naming the object, Degraded with the operator's message; then a fixed commit deploys v2;
+4. a commit rolling back: production answers with version 1's predictions again;
 5. the file deleted, pruning on: the resource and its endpoints are gone.
 
-Each engine's health sequence per scenario is printed and saved in bench/results/.
+Each engine's health sequence per scenario, the run time and the peak memory are printed and
+saved in bench/results/gitops_e2e.json.
 """
 
 from __future__ import annotations
