@@ -76,6 +76,9 @@ class Endpoint:
     config_name: str = ""
     failure_reason: str = ""
     url: str = ""
+    # The model package version its model was made from, when the provider reads it (project
+    # mode: the project's pipeline, not the operator, chose it).
+    served_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Observed:
     staging: Endpoint | None = None
     production: Endpoint | None = None
     group_owner: str = ""  # the owning ModelDeployment (namespace/name); "" for none
+    project: Project | None = None  # project mode: the project, its pipeline and stacks
 
     def version(self, number: int | None) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == number), None)
@@ -145,3 +149,113 @@ class InvokeResult:
     body: bytes
     content_type: str
     latency_ms: float
+
+
+# Project mode: a SageMaker project made from the "MLOps template for model deployment" (or the
+# local provider's counterpart) deploys the endpoints; the operator drives its approval gate.
+SOURCE_STAGE, BUILD_STAGE = "Source", "Build"
+STAGING_STAGE, PROD_STAGE = "DeployStaging", "DeployProd"
+GATE_ACTION = "ApproveDeployment"  # the manual approval in DeployStaging
+PROJECT_TEMPLATE = "MLOps template for model deployment"
+
+
+@dataclass(frozen=True)
+class PipelineAction:
+    """One action's latest execution (CodePipeline's actionStates[].latestExecution)."""
+
+    name: str
+    status: str = ""  # InProgress | Succeeded | Failed | Abandoned; "" never ran
+    summary: str = ""
+    token: str = ""  # set while a manual approval waits for a decision
+    last_change: str = ""  # ISO 8601
+    updated_by: str = ""  # who decided an approval (an IAM ARN, or the operator)
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """One stage's latest execution (CodePipeline's stageStates[])."""
+
+    name: str
+    status: str = ""  # InProgress | Succeeded | Failed | Stopped | Cancelled | ...; "" never ran
+    execution_id: str = ""  # the pipeline execution the stage last ran
+    actions: tuple[PipelineAction, ...] = ()
+
+    def action(self, name: str) -> PipelineAction | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class PipelineExecution:
+    execution_id: str
+    status: str  # InProgress | Succeeded | Superseded | Failed | Stopped | Cancelled | ...
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A CloudFormation stack the pipeline deploys (its local counterpart says the same)."""
+
+    name: str
+    status: str  # StackStatus, verbatim
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Project:
+    """A deployment project as observed: the project, its pipeline, stacks and endpoints."""
+
+    name: str
+    project_id: str
+    arn: str
+    status: str  # ProjectStatus: Pending | CreateInProgress | CreateCompleted | CreateFailed ...
+    message: str = ""  # why it failed, verbatim
+    owner: str = ""  # the ModelDeployment (namespace/name) its owner tag names; "" for none
+    group: str = ""  # its SourceModelPackageGroupName
+    pipeline: str = ""  # sagemaker-<name>-<id>-modeldeploy
+    stages: tuple[PipelineStage, ...] = ()
+    executions: tuple[PipelineExecution, ...] = ()  # newest first
+    staging_stack: Stack | None = None
+    production_stack: Stack | None = None
+    staging: Endpoint | None = None  # <name>-staging, with served_version
+    production: Endpoint | None = None  # <name>-prod, with served_version
+
+    def stage(self, name: str) -> PipelineStage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def execution(self, execution_id: str) -> PipelineExecution | None:
+        return next((e for e in self.executions if e.execution_id == execution_id), None)
+
+    @property
+    def gate(self) -> PipelineAction | None:
+        """The ApproveDeployment action of DeployStaging."""
+        stage = self.stage(STAGING_STAGE)
+        return stage.action(GATE_ACTION) if stage else None
+
+
+@dataclass(frozen=True)
+class ProjectRequest:
+    """Create a deployment project for `group`, tagged as owned by `owner`. Exactly one of
+    template_product_name, product_id and template_url names the template."""
+
+    name: str
+    group: str
+    owner: str  # namespace/name of the ModelDeployment
+    template_product_name: str | None = PROJECT_TEMPLATE
+    product_id: str | None = None
+    provisioning_artifact_id: str | None = None
+    template_url: str | None = None
+    parameters: tuple[tuple[str, str], ...] = ()  # besides SourceModelPackageGroupName
+    role_arn: str | None = None  # the launch role of a templateUrl project
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Approve or reject the ApproveDeployment action that waits in `execution_id`."""
+
+    project: str
+    pipeline: str
+    execution_id: str
+    token: str
+    approve: bool
+    summary: str

@@ -19,6 +19,12 @@ ARTIFACT_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|file://.+)$"
 FRAMEWORK_VERSION_PATTERN = r"^[0-9]+\.[0-9]+-[0-9]+$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+# The template's SageMakerProjectName: a letter first (CreateProject alone allows a digit).
+PROJECT_NAME_PATTERN = r"^[a-zA-Z](-*[a-zA-Z0-9]){0,31}$"
+PRODUCT_ID_PATTERN = r"^prod-[a-z0-9]{1,64}$"
+ARTIFACT_ID_PATTERN = r"^pa-[a-z0-9]{1,64}$"
+TEMPLATE_URL_PATTERN = r"^https://.+"
+PARAMETER_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,127}$"
 
 Provider = Literal["sagemaker", "local"]
 Policy = Literal["Manual", "Automatic"]
@@ -121,6 +127,58 @@ class ProductionSpec(_Model):
     promotedVersion: Annotated[int | None, Field(ge=1)] = None
 
 
+class ProjectSpec(_Model):
+    """The SageMaker project whose pipeline deploys the endpoints (spec.deployment.via:
+    Project). The template is the built-in "MLOps template for model deployment" unless
+    productId or templateUrl names another with the same pipeline."""
+
+    name: Annotated[str, Field(pattern=PROJECT_NAME_PATTERN, max_length=32)]
+    templateProductName: Annotated[str | None, Field(min_length=1, max_length=8191)] = None
+    productId: Annotated[str | None, Field(pattern=PRODUCT_ID_PATTERN, max_length=100)] = None
+    provisioningArtifactId: Annotated[
+        str | None, Field(pattern=ARTIFACT_ID_PATTERN, max_length=100)
+    ] = None
+    templateUrl: Annotated[str | None, Field(pattern=TEMPLATE_URL_PATTERN, max_length=1024)] = (
+        None
+    )
+    parameters: Annotated[dict[str, str], Field(max_length=20)] = {}
+
+    @model_validator(mode="after")
+    def _one_template(self) -> ProjectSpec:
+        named = [f for f in ("templateProductName", "productId", "templateUrl") if getattr(self, f)]
+        if len(named) > 1:
+            raise ValueError(
+                f"spec.deployment.project: give one of templateProductName, productId and "
+                f"templateUrl, not {' and '.join(named)}"
+            )
+        if self.provisioningArtifactId and not self.productId:
+            raise ValueError("spec.deployment.project.provisioningArtifactId needs productId")
+        if "SourceModelPackageGroupName" in self.parameters:
+            raise ValueError(
+                "spec.deployment.project.parameters.SourceModelPackageGroupName is set from "
+                "spec.modelPackageGroup.name; remove it"
+            )
+        for key in self.parameters:
+            if not re.match(PARAMETER_KEY_PATTERN, key):
+                raise ValueError(f"spec.deployment.project.parameters: {key!r} is not a name")
+        return self
+
+
+class DeploymentSpec(_Model):
+    """Who deploys the endpoints: the operator itself (Direct), or a project's pipeline."""
+
+    via: Literal["Direct", "Project"] = "Direct"
+    project: ProjectSpec | None = None
+
+    @model_validator(mode="after")
+    def _project_for_project(self) -> DeploymentSpec:
+        if (self.via == "Project") != (self.project is not None):
+            raise ValueError(
+                "spec.deployment: via Project needs spec.deployment.project, and only it"
+            )
+        return self
+
+
 class ModelDeploymentSpec(_Model):
     provider: Provider | None = None
     region: Annotated[str | None, Field(pattern=REGION_PATTERN, max_length=32)] = None
@@ -130,7 +188,13 @@ class ModelDeploymentSpec(_Model):
     approval: ApprovalSpec = ApprovalSpec()
     staging: StagingSpec = StagingSpec()
     production: ProductionSpec = ProductionSpec()
+    deployment: DeploymentSpec = DeploymentSpec()
     deletionPolicy: DeletionPolicy = "Delete"
+
+    @property
+    def project(self) -> ProjectSpec | None:
+        """The deployment project, in project mode."""
+        return self.deployment.project if self.deployment.via == "Project" else None
 
     @model_validator(mode="after")
     def _provider_rules(self) -> ModelDeploymentSpec:

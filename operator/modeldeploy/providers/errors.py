@@ -25,6 +25,12 @@ class TerminalError(ProviderError):
     """The same input will fail again (bad artifact, access denied, validation): stall."""
 
 
+class GateMoved(ProviderError):
+    """A pipeline's approval gate is no longer where the pass saw it: the token went stale, a
+    person decided it first, or a newer run took its place. Never retried with the same token:
+    the next pass looks again and decides anew."""
+
+
 # AWS error codes that mean "try again" whatever the HTTP status says (ACK keeps such lists
 # per resource; ours are the same for every call we make).
 AWS_TRANSIENT_CODES = frozenset(

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from modeldeploy.remote import DeployRequest, Endpoint, InvokeResult, ModelVersion, Observed
+from modeldeploy.remote import (
+    DeployRequest,
+    Endpoint,
+    GateDecision,
+    InvokeResult,
+    ModelVersion,
+    Observed,
+    Project,
+    ProjectRequest,
+)
 from modeldeploy.remote import ObserveHint as ObserveHint
 from modeldeploy.spec import ModelDeploymentSpec
 
@@ -65,10 +74,35 @@ class Hosting(Protocol):
         """Start deleting the endpoint (and what only it uses); True once it is gone."""
 
 
+class Projects(Protocol):
+    """Deployment projects (project mode): a project per ModelDeployment whose pipeline deploys
+    the newest approved version to `<name>-staging`, waits at DeployStaging/ApproveDeployment,
+    then deploys `<name>-prod`. The operator creates it, reads it and decides its gate."""
+
+    def describe(self, name: str) -> Project | None:
+        """The project with its pipeline state, stacks and endpoints (each endpoint with the
+        version it serves); None when no such project exists (or it is DeleteCompleted)."""
+
+    def create(self, request: ProjectRequest) -> Project:
+        """Create the project, or return it when one of that name exists and its owner tag
+        names request.owner (a retry after a lost answer). TerminalError, naming the cause and
+        the fix, when the template, the portfolio or a launch role is missing, or the name is
+        taken by a project another owner made; nothing is left half made."""
+
+    def decide(self, decision: GateDecision) -> None:
+        """Approve or reject the waiting gate. `errors.GateMoved` when the token is stale or a
+        person decided it first: the caller looks again instead of retrying."""
+
+    def delete(self, project: Project) -> tuple[bool, str]:
+        """Delete the project, its staging and production stacks and endpoints. (done, what is
+        left behind on purpose, e.g. the project's bucket); call again until done."""
+
+
 class Provider(Protocol):
     name: str
     registry: Registry
     hosting: Hosting
+    projects: Projects  # project mode (spec.deployment.via: Project)
     # The longest a steady resource waits for its next look (None: the operator's resync).
     max_resync_seconds: float | None
 
