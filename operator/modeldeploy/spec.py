@@ -138,10 +138,10 @@ class ProjectSpec(_Model):
     provisioningArtifactId: Annotated[
         str | None, Field(pattern=ARTIFACT_ID_PATTERN, max_length=100)
     ] = None
-    templateUrl: Annotated[str | None, Field(pattern=TEMPLATE_URL_PATTERN, max_length=1024)] = (
-        None
-    )
-    parameters: Annotated[dict[str, str], Field(max_length=20)] = {}
+    templateUrl: Annotated[str | None, Field(pattern=TEMPLATE_URL_PATTERN, max_length=1024)] = None
+    parameters: Annotated[
+        dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=20)
+    ] = {}
 
     @model_validator(mode="after")
     def _one_template(self) -> ProjectSpec:

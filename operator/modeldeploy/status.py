@@ -108,6 +108,57 @@ class ProductionStatus(StageStatus):
     previousVersion: int | None = Field(None, description="Version production served before.")
 
 
+class PipelineActionStatus(_Status):
+    name: str = Field(description="Action name, e.g. ApproveDeployment.")
+    status: str | None = Field(None, description="Its latest status, verbatim.")
+    summary: str | None = Field(None, description="The action's summary.")
+    lastChange: str | None = Field(None, description="When its status last changed.")
+
+
+class PipelineStageStatus(_Status):
+    name: str = Field(description="Stage name.")
+    status: str | None = Field(None, description="Its latest status, verbatim.")
+    executionId: str | None = Field(None, description="The run it last ran in.")
+    actions: list[PipelineActionStatus] = Field(default_factory=list, description="Actions.")
+
+
+class ExecutionStatus(_Status):
+    id: str = Field(description="Pipeline execution id.")
+    status: str = Field(description="Its status, verbatim.")
+
+
+class StackStatus(_Status):
+    name: str = Field(description="Stack name.")
+    status: str = Field(description="StackStatus, verbatim.")
+    reason: str | None = Field(None, description="StackStatusReason, verbatim.")
+
+
+class StacksStatus(_Status):
+    staging: StackStatus | None = Field(None, description="The staging stack.")
+    production: StackStatus | None = Field(None, description="The production stack.")
+
+
+class GateStatus(_Status):
+    executionId: str = Field(description="The pipeline run it decided.")
+    version: int | None = Field(None, description="The version that run deployed to staging.")
+    decision: str = Field(description="Approved or Rejected.")
+    summary: str | None = Field(None, description="The summary written with the decision.")
+    by: str | None = Field(None, description="Who decided.")
+
+
+class ProjectStatus(_Status):
+    name: str = Field(description="Project name.")
+    id: str | None = Field(None, description="Project id.")
+    arn: str | None = Field(None, description="Project ARN.")
+    status: str | None = Field(None, description="ProjectStatus, verbatim.")
+    message: str | None = Field(None, description="Why the project failed.")
+    pipeline: str | None = Field(None, description="The project's pipeline.")
+    execution: ExecutionStatus | None = Field(None, description="The pipeline's newest run.")
+    stages: list[PipelineStageStatus] | None = Field(None, description="Pipeline stages.")
+    stacks: StacksStatus | None = Field(None, description="The stacks the pipeline deploys.")
+    gate: GateStatus | None = Field(None, description="The last decision at the gate.")
+
+
 class StallStatus(_Status):
     """What failed terminally (`key` names the input) and under which generation."""
 
@@ -150,6 +201,7 @@ class ModelDeploymentStatus(_Status):
     versions: list[VersionStatus] | None = None
     staging: StagingStatus | None = None
     production: ProductionStatus | None = None
+    project: ProjectStatus | None = None
     stalled: StallStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from modeldeploy.remote import DeployRequest
+from modeldeploy.remote import DeployRequest, GateDecision, ProjectRequest
 
 Stage = Literal["staging", "production"]
 
@@ -69,6 +69,21 @@ class DeleteEndpoint:
     endpoint_name: str
 
 
+@dataclass(frozen=True)
+class EnsureProject:
+    """Project mode: create the deployment project (found first by name and owner tag)."""
+
+    request: ProjectRequest
+
+
+@dataclass(frozen=True)
+class DecideGate:
+    """Project mode: approve or reject the pipeline's ApproveDeployment for one run."""
+
+    decision: GateDecision
+    version: int  # the version that run deployed to staging
+
+
 Action = (
     EnsureGroup
     | ClaimGroup
@@ -77,6 +92,8 @@ Action = (
     | DeployEndpoint
     | SmokeTest
     | DeleteEndpoint
+    | EnsureProject
+    | DecideGate
 )
 
 
@@ -99,6 +116,10 @@ def action_key(action: Action) -> str:
             return stall_key("delete", name)
         case ClaimGroup(group_arn=arn):
             return stall_key("adopt", arn)
+        case EnsureProject(request=request):
+            return stall_key("project", request.name)
+        case DecideGate(decision=d):
+            return stall_key("gate", d.execution_id, "approve" if d.approve else "reject")
     return stall_key("group")
 
 
@@ -123,4 +144,16 @@ def describe(action: Action) -> str:
             return f"smoke-test {name} (version {v}) with the spec's {ct} payload"
         case DeleteEndpoint(endpoint_name=name):
             return f"delete endpoint {name}"
+        case EnsureProject(request=r):
+            template = r.template_url or r.product_id or r.template_product_name
+            return (
+                f"create SageMaker project {r.name} from {template!r} for model package group "
+                f"{r.group}, owned by {r.owner}"
+            )
+        case DecideGate(decision=d, version=v):
+            verb = "approve" if d.approve else "reject"
+            return (
+                f"{verb} ApproveDeployment of pipeline {d.pipeline} run {d.execution_id} "
+                f"(version {v}): {d.summary}"
+            )
     return repr(action)

@@ -10,25 +10,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modeldeploy import metrics
-from modeldeploy.providers.errors import ProviderError, TransientError
+from modeldeploy.providers.errors import GateMoved, ProviderError, TransientError
 from modeldeploy.providers.interface import Provider
 from modeldeploy.reconcile.actions import (
     Action,
     ClaimGroup,
+    DecideGate,
     DeleteEndpoint,
     DeployEndpoint,
     EnsureGroup,
+    EnsureProject,
     RegisterVersion,
     SetApproval,
     SmokeTest,
     action_key,
 )
 from modeldeploy.reconcile.conditions import timestamp
+from modeldeploy.reconcile.project import OPERATOR, mirror
 from modeldeploy.reconcile.reasons import Reason
 from modeldeploy.reconcile.smoke import SMOKE_REQUESTS, judge
 from modeldeploy.reconcile.types import Context, Event, Plan
+from modeldeploy.remote import GATE_ACTION
 from modeldeploy.spec import ModelDeploymentSpec
 from modeldeploy.status import (
+    GateStatus,
     GroupStatus,
     ModelDeploymentStatus,
     RegistrationStatus,
@@ -44,6 +49,8 @@ FAILURE_REASONS: dict[type, Reason] = {
     SetApproval: Reason.APPROVAL_FAILED,
     DeployEndpoint: Reason.DEPLOYMENT_FAILED,
     DeleteEndpoint: Reason.DELETION_FAILED,
+    EnsureProject: Reason.PROJECT_FAILED,
+    DecideGate: Reason.ACTION_FAILED,
 }
 
 
@@ -63,6 +70,10 @@ def execute(plan: Plan, provider: Provider, spec: ModelDeploymentSpec, ctx: Cont
                 _run(action, provider, spec, ctx, out)
         except TransientError as err:
             out.transient_error = f"{type(action).__name__}: {err}"
+            return out
+        except GateMoved as err:
+            # Not retried with the same token: the next pass reads the gate again.
+            out.events.append(Event("Warning", Reason.GATE_MOVED, str(err)))
             return out
         except ProviderError as err:
             out.stall = StallStatus(
@@ -122,6 +133,25 @@ def _run(
             out.events.append(
                 Event("Normal", Reason.DELETING_ENDPOINT, f"deleting endpoint {name}")
             )
+        case EnsureProject(request=request):
+            made = provider.projects.create(request)
+            status.project = mirror(made, request.name, status.project)
+            text = f"SageMaker project {made.name} ({made.project_id}) is {made.status}"
+            out.events.append(Event("Normal", Reason.CREATING_PROJECT, text))
+        case DecideGate(decision=d, version=version):
+            provider.projects.decide(d)
+            decision = "Approved" if d.approve else "Rejected"
+            gate = GateStatus(
+                executionId=d.execution_id,
+                version=version,
+                decision=decision,
+                summary=d.summary,
+                by=OPERATOR,
+            )
+            recorded = status.project or mirror(None, d.project, None)
+            status.project = recorded.model_copy(update={"gate": gate})
+            text = f"{GATE_ACTION} of run {d.execution_id} {decision.lower()}: {d.summary}"
+            out.events.append(Event("Normal", Reason.GATE_DECIDED, text))
 
 
 def _smoke_test(action: SmokeTest, provider: Provider, ctx: Context, out: Executed) -> None:

@@ -58,6 +58,7 @@ class PassState:
             versions=old.versions,
             staging=old.staging,
             production=old.production,
+            project=old.project,
         )
         stalled = old.stalled
         # A stall about a whole pass (the spec, unreadable remote state, the platform policy) is

@@ -10,6 +10,7 @@ the actions ran.
 
 from __future__ import annotations
 
+from modeldeploy.reconcile import project
 from modeldeploy.reconcile.actions import action_key
 from modeldeploy.reconcile.finalize import stall_message
 from modeldeploy.reconcile.gates import decide_approval, newest_approved, promotion
@@ -44,6 +45,13 @@ def plan(
     for gate in GATES:
         if verdict := gate(s):
             return _finish(s, verdict)
+    if spec.project is not None:  # a project's pipeline deploys: the operator decides its gate
+        if verdict := project.ensure_project(s):
+            return _finish(s, verdict)
+        project.deploy_staging(s)
+        s.smoke = decide_smoke(s)
+        project.deploy_production(s)
+        return _finish(s, summarize(s))
     deploy_staging(s)
     s.smoke = decide_smoke(s)
     deploy_production(s)

@@ -55,6 +55,18 @@ class Reason(StrEnum):
     PROMOTION_BLOCKED = "PromotionBlocked"
     PROMOTING = "Promoting"
     DEPLOYED = "Deployed"
+    # Project mode
+    CREATING_PROJECT = "CreatingProject"
+    PROJECT_PIPELINE = "ProjectPipeline"  # the project's pipeline is running
+    STAGING_NOT_NEWEST = "StagingNotNewest"
+    APPROVING_GATE = "ApprovingGate"
+    REJECTING_GATE = "RejectingGate"
+    GATE_DECIDED = "GateDecided"
+    GATE_MOVED = "GateMoved"
+    RUN_SUPERSEDED = "RunSuperseded"
+    PROJECT_FAILED = "ProjectFailed"
+    PROJECT_OWNED_ELSEWHERE = "ProjectOwnedElsewhere"
+    PIPELINE_FAILED = "PipelineFailed"
     # Failures: each stalls its input until the spec changes
     INVALID_SPEC = "InvalidSpec"
     GROUP_CREATION_FAILED = "GroupCreationFailed"
