@@ -30,6 +30,7 @@ CRD = ROOT / "crds" / "modeldeployment.yaml"
 MANUAL = yaml.safe_load((ROOT / "manifests" / "examples" / "manual.yaml").read_text())
 CRD_NAME = "modeldeployments.mlops.modeldeploy.dev"
 _names = itertools.count(1)
+PROJECT = {"name": "churn"}
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,12 @@ class Deployments:
     def __init__(self, kubeconfig: Path, ns: str) -> None:
         self.kubeconfig, self.ns, self.names = kubeconfig, ns, []
 
-    def create(self, *, drop: tuple[str, ...] = ()) -> str:
+    def create(self, *, drop: tuple[str, ...] = (), spec: dict | None = None) -> str:
         doc = copy.deepcopy(MANUAL)
         name = f"upd-{next(_names)}"
         doc["metadata"] = {"name": name}
         doc["spec"]["deletionPolicy"] = "Retain"
+        doc["spec"].update(spec or {})
         for field in drop:
             del doc["spec"][field]
         kubectl(self.kubeconfig, "-n", self.ns, "create", "-f", "-", input=yaml.safe_dump(doc))
@@ -107,6 +109,12 @@ REFUSED = [
     ("remove region", {"region": None}, (), "region"),
     ("add region", {"region": "us-east-1"}, ("region",), "region"),
     ("change group", {"modelPackageGroup": {"name": "other-group"}}, (), "modelPackageGroup.name"),
+    (
+        "hand to a project",
+        {"deployment": {"via": "Project", "project": PROJECT}},
+        (),
+        "deployment.via",
+    ),
 ]
 
 
@@ -143,6 +151,31 @@ def test_the_refusal_names_only_the_field_that_moved(
     assert "spec.region is immutable" in proc.stderr
     assert "spec.provider is immutable" not in proc.stderr
     assert "modelPackageGroup.name is immutable" not in proc.stderr
+
+
+# Project mode: the project is made once; moving to another or back to Direct would orphan it.
+PROJECT_REFUSED = [
+    ("another project", {"project": {"name": "churn-2"}}, "deployment.project"),
+    ("another template", {"project": {"productId": "prod-abc123"}}, "deployment.project"),
+    ("back to direct", {"via": "Direct", "project": None}, "deployment.via"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "deployment", "field"), PROJECT_REFUSED, ids=[r[0] for r in PROJECT_REFUSED]
+)
+def test_a_project_is_never_swapped_under_a_live_resource(
+    kubeconfig: Path, ns: str, deployments: Deployments, change: str, deployment: dict, field: str
+) -> None:
+    name = deployments.create(spec={"deployment": {"via": "Project", "project": PROJECT}})
+    before = get_object(kubeconfig, ns, name)["spec"]
+    assert before["deployment"]["project"]["parameters"] == {}  # the schema's default
+
+    proc = patch(kubeconfig, ns, name, {"spec": {"deployment": deployment}})
+
+    assert proc.returncode != 0, f"{change} was accepted:\n{proc.stdout}"
+    assert f"spec.{field}: Forbidden: spec.{field} is immutable" in proc.stderr, proc.stderr
+    assert get_object(kubeconfig, ns, name)["spec"] == before
 
 
 GROUP_DESCRIPTION = ("modelPackageGroup", "description")

@@ -35,12 +35,15 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
         # Nothing could have been deployed from this spec by this generation; let it go.
         return CleanupResult(True, f"invalid spec, nothing to clean up: {err}")
     if spec.deletionPolicy == "Retain":
-        text = "deletionPolicy Retain: remote endpoints are kept"
+        kept = "the project, its stacks and endpoints are" if spec.project else "endpoints are"
+        text = f"deletionPolicy Retain: remote {kept} kept"
         return CleanupResult(
             True,
             "deletionPolicy Retain: endpoints are kept",
             [Event("Normal", Reason.RETAINED, text)],
         )
+    if spec.project is not None:
+        return _delete_project(provider, spec.project.name, spec.modelPackageGroup.name, meta)
     pending, events = [], []
     for stage in ("production", "staging"):
         endpoint = naming.endpoint_name(namespace, name, stage)
@@ -84,3 +87,33 @@ def _release_group(provider: Provider, group: str, owner: str) -> list[Event]:
         hint = "remove its modeldeploy.dev/owner tag to let another ModelDeployment adopt it"
         return [Event("Warning", Reason.DELETION_FAILED, f"{why}; {hint}")]
     return []
+
+
+def _delete_project(provider: Provider, project: str, group: str, meta: dict) -> CleanupResult:
+    """Project mode: the project's pipeline made the endpoints; deleting the project, its
+    stacks and endpoints takes several looks. A project this resource does not own is left."""
+    owner = f"{meta.get('namespace', 'default')}/{meta['name']}"
+    events: list[Event] = []
+    try:
+        found = provider.projects.describe(project)
+        if found is not None and found.owner != owner:
+            text = f"project {project} belongs to {found.owner or 'no ModelDeployment'}: left alone"
+            events.append(Event("Warning", Reason.RETAINED, text))
+        elif found is not None:
+            done, left = provider.projects.delete(found)
+            if not done:
+                return CleanupResult(False, f"deleting project {project} and its stacks", events)
+            kept = f"; kept: {left}" if left else ""
+            text = f"project {project}, its stacks and endpoints are deleted{kept}"
+            events.append(Event("Normal", Reason.DELETED, text))
+        events += _release_group(provider, group, owner)
+    except TransientError as err:
+        return CleanupResult(False, f"deleting project {project}: {err}", events)
+    except ProviderError as err:
+        text = (
+            f"deleting project {project}: {err}; fix access and it is retried, or set "
+            "spec.deletionPolicy: Retain to let the resource go and keep the project"
+        )
+        events.append(Event("Warning", Reason.DELETION_FAILED, text))
+        return CleanupResult(False, text, events, stuck=True)
+    return CleanupResult(True, f"project {project} deleted", events)
