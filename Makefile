@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean controlplane helm healthtools demo down reliability \
-	gitops-engines redis gitops-e2e
+.PHONY: install test lint fmt clean controlplane helm healthtools demo demo-project down \
+	reliability gitops-engines redis gitops-e2e
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ gitops-e2e: install controlplane gitops-engines redis
 # model through staging to production. Leaves it running; `make down` stops it.
 demo: install controlplane
 	$(BIN)/python hack/demo.py up
+
+# The same model through project mode: a local project's pipeline deploys, the operator decides
+# its ApproveDeployment gate. `make down` stops it too.
+demo-project: install controlplane
+	$(BIN)/python hack/demo.py up --project
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; fi

@@ -1,6 +1,6 @@
 """`make demo` / `make down`: the whole pipeline on this machine with the embedded local provider.
 
-    .venv/bin/python hack/demo.py up   [--state-dir .cache/demo]
+    .venv/bin/python hack/demo.py up   [--state-dir .cache/demo] [--project]
     .venv/bin/python hack/demo.py down [--state-dir .cache/demo]
 
 `up` starts a local control plane, installs the CRD, starts the operator (local provider), trains
@@ -13,6 +13,11 @@ operator by its pid file (and its environment, so a reused pid is never killed),
 server by its row in the local state (served and pending pids), then any server still running
 a model from the demo's own artifact store (one whose row was lost), and the control plane by
 its state.json.
+
+`up --project` (`make demo-project`) runs the same model through project mode: a local
+counterpart of a SageMaker project made from the "MLOps template for model deployment", whose
+pipeline (Source -> Build -> DeployStaging with ApproveDeployment -> DeployProd) deploys the
+endpoints while the operator smoke-tests staging and approves the gate from the spec.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from modeldeploy import processes
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "demo"
 NAME = "breast-cancer-local"
+PROJECT_NAME = "breast-cancer"  # project mode: endpoints breast-cancer-staging / -prod
 BOLD, RED, GREEN, RESET = "\033[1m", "\033[31m", "\033[32m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = RED = GREEN = RESET = ""
@@ -47,7 +53,9 @@ class StepFailed(Exception):
 
 
 class Demo:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, project: bool = False) -> None:
+        self.project = project
+        self.name = "breast-cancer-project" if project else NAME
         self.state = state.resolve()
         self.started = time.monotonic()
         self.kubeconfig = self.state / "cluster" / "kubeconfig"
@@ -98,7 +106,7 @@ class Demo:
         return self.run(self._kubectl, f"--kubeconfig={self.kubeconfig}", *args, input=input)
 
     def resource(self) -> dict:
-        return json.loads(self.kubectl("-n", NAMESPACE, "get", "mdep", NAME, "-o", "json"))
+        return json.loads(self.kubectl("-n", NAMESPACE, "get", "mdep", self.name, "-o", "json"))
 
     def modeldeploy(self, *args: str) -> str:
         return self.run(sys.executable, "-m", "modeldeploy", *args)
@@ -122,7 +130,8 @@ class Demo:
             out = self.modeldeploy("train", "--output", str(self.model_dir), "--quiet")
             for line in out.strip().splitlines():
                 print("    " + line)
-        with self.step("Applying the ModelDeployment (manifests/examples/local.yaml)"):
+        via = f", deployed by project {PROJECT_NAME}" if self.project else ""
+        with self.step(f"Applying the ModelDeployment (manifests/examples/local.yaml{via})"):
             self.apply_example()
         with self.step(
             "Watching it move to staging (Automatic approval: auc >= 0.95)", self.operator_log
@@ -133,14 +142,11 @@ class Demo:
         with self.step(
             "Approving promotion: spec.production.promotedVersion = 1", self.operator_log
         ):
-            patch = {"spec": {"production": {"promotedVersion": 1}}}
-            self.kubectl(
-                "-n", NAMESPACE, "patch", "mdep", NAME, "--type", "merge", "-p", json.dumps(patch)
-            )
+            patch = json.dumps({"spec": {"production": {"promotedVersion": 1}}})
+            self.kubectl("-n", NAMESPACE, "patch", "mdep", self.name, "--type=merge", "-p", patch)
             self.watch(until=("Deployed",), timeout=120)
-            self.kubectl(
-                "-n", NAMESPACE, "wait", "--for=condition=Ready", f"mdep/{NAME}", "--timeout=60s"
-            )
+            ready = ("--for=condition=Ready", f"mdep/{self.name}", "--timeout=60s")
+            self.kubectl("-n", NAMESPACE, "wait", *ready)
         with self.step("Production answers"):
             url = self.resource()["status"]["production"]["url"]
             self.score(url, rows=3)
@@ -189,6 +195,9 @@ class Demo:
     def apply_example(self) -> None:
         doc = yaml.safe_load((ROOT / "manifests" / "examples" / "local.yaml").read_text())
         doc["metadata"]["namespace"] = NAMESPACE
+        if self.project:
+            doc["metadata"]["name"] = doc["spec"]["modelPackageGroup"]["name"] = self.name
+            doc["spec"]["deployment"] = {"via": "Project", "project": {"name": PROJECT_NAME}}
         doc["spec"]["model"]["artifact"] = f"file://{self.model_dir / 'model.tar.gz'}"
         doc["spec"]["model"]["metrics"] = f"file://{self.model_dir / 'evaluation.json'}"
         with contextlib.suppress(RuntimeError):
@@ -223,7 +232,11 @@ class Demo:
                 ready,
                 status.get("message", ""),
             )
+            if self.project:
+                row += (pipeline_line(status),)
             if row != last:
+                if self.project and row[-1] != (last[-1] if last else None):
+                    print(f"    {'':>6}  pipeline: {row[-1]}", flush=True)
                 print(
                     f"    {self.elapsed()}  {row[0]!s:<10}{row[1]!s:<22}{row[2]!s:<9}"
                     f"{row[3]!s:<9}{row[4]!s:<19}{row[5]!s:<7}{row[6]}",
@@ -261,7 +274,7 @@ class Demo:
   export KUBECONFIG={self.kubeconfig}
   {self._kubectl} -n {NAMESPACE} get mdep -o yaml
   {self._kubectl} -n {NAMESPACE} get events
-  PATH={ROOT / ".venv" / "bin"}:$PATH {self._kubectl} modeldeploy get {NAME} -n {NAMESPACE}
+  PATH={ROOT / ".venv" / "bin"}:$PATH {self._kubectl} modeldeploy get {self.name} -n {NAMESPACE}
   curl -s -H 'Content-Type: text/csv' --data-binary @<(head -3 {self.model_dir}/heldout.csv \\
       | cut -d, -f2-) {url}
   operator log: {self.operator_log}
@@ -338,12 +351,27 @@ Stop everything: make down""")
         print("demo stopped")
 
 
+def pipeline_line(status: dict) -> str:
+    """The project's pipeline in one line: each stage's status, the gate's within its stage."""
+    parts = []
+    for stage in (status.get("project") or {}).get("stages") or []:
+        text = f"{stage['name']} {stage.get('status') or '-'}"
+        gate = next((a for a in stage.get("actions", []) if a["name"] == "ApproveDeployment"), None)
+        if gate and gate.get("status"):
+            text += f" (ApproveDeployment {gate['status']})"
+        parts.append(text)
+    return " -> ".join(parts) or "not created yet"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--state-dir", default=str(ROOT / ".cache" / "demo"))
+    parser.add_argument(
+        "--project", action="store_true", help="up: the endpoints are deployed by a project"
+    )
     args = parser.parse_args()
-    demo = Demo(Path(args.state_dir))
+    demo = Demo(Path(args.state_dir), project=args.project)
     try:
         demo.up() if args.action == "up" else demo.down()
     except StepFailed:

@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -449,3 +450,95 @@ def test_operator_metrics_move_as_the_pipeline_moves(
     )
     gone = operator.metrics()
     assert not [key for key in gone if {("namespace", ns), ("name", name)} <= key[1]]
+
+
+def post_rows(url: str, rows: list[str]) -> list[float]:
+    request = urllib.request.Request(
+        url, data="\n".join(rows).encode(), headers={"Content-Type": "text/csv"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return [float(x) for x in response.read().decode().split()]
+
+
+def test_project_mode_through_the_pipeline_and_its_gate(
+    kubeconfig, ns, operator, seed_model, second_model
+):
+    """Project mode on the local provider, through kubectl: the operator makes the project, its
+    pipeline deploys <project>-staging, the smoke test passes, promotedVersion approves the
+    pipeline's ApproveDeployment and the pipeline deploys <project>-prod; a rejection in the spec
+    rejects the next run at the gate; deletion takes the project and its endpoints."""
+    doc = yaml.safe_load((EXAMPLES / "local.yaml").read_text())
+    name, project = "bc-project", f"bc-{ns}"  # the local registry is shared by the session
+    doc["metadata"]["name"] = name
+    spec = doc["spec"]
+    spec["modelPackageGroup"]["name"] = f"bc-project-{ns}"
+    spec["model"] |= {
+        "artifact": f"file://{seed_model.model_tar}",
+        "metrics": f"file://{seed_model.evaluation}",
+    }
+    spec["deployment"] = {"via": "Project", "project": {"name": project}}
+    kubectl(kubeconfig, "-n", ns, "apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    status = wait_for(
+        "the pipeline to wait at its gate with version 1",
+        phase_is(kubeconfig, ns, name, "AwaitingPromotion", staging=1),
+        operator=operator,
+    )
+    assert status["project"]["status"] == "CreateCompleted"
+    stages = {s["name"]: s for s in status["project"]["stages"]}
+    assert list(stages) == ["Source", "Build", "DeployStaging", "DeployProd"]
+    gate = {a["name"]: a for a in stages["DeployStaging"]["actions"]}["ApproveDeployment"]
+    assert gate["status"] == "InProgress"
+    assert status["staging"]["endpointName"] == f"{project}-staging"
+    assert status["staging"]["smokeTest"]["passed"] is True
+    assert "set spec.production.promotedVersion: 1 to approve it" in status["message"]
+    payload = spec["staging"]["smokeTest"]["payload"]
+    (score,) = post_rows(status["staging"]["url"], [payload])
+    assert 0.0 <= score <= 1.0
+
+    patch_spec(kubeconfig, ns, name, {"production": {"promotedVersion": 1}})
+    status = wait_for(
+        "the pipeline to deploy production",
+        phase_is(kubeconfig, ns, name, "Deployed", production=1),
+        operator=operator,
+    )
+    wait_ready(kubeconfig, ns, name, 30)
+    assert status["production"]["endpointName"] == f"{project}-prod"
+    recorded = status["project"]["gate"]
+    assert (recorded["decision"], recorded["version"], recorded["by"]) == (
+        "Approved",
+        1,
+        "modeldeploy",
+    )
+    assert post_rows(status["production"]["url"], [payload]) == [score]
+    row = kubectl(kubeconfig, "-n", ns, "get", "mdep", name, "--no-headers").stdout.split()
+    assert row[4:8] == ["1", "1", "Deployed", "True"]  # STAGING 1, PROD 1
+
+    # Version 2 is approved by the rules, deployed to staging by a new run, and rejected at the
+    # gate from the spec; the registry's rejection starts a run that brings version 1 back.
+    second = {
+        "artifact": f"file://{second_model.model_tar}",
+        "metrics": f"file://{second_model.evaluation}",
+    }
+    patch_spec(kubeconfig, ns, name, {"model": second})
+    wait_for(
+        "version 2 on staging, waiting at the gate",
+        phase_is(kubeconfig, ns, name, "AwaitingPromotion", staging=2, production=1),
+        operator=operator,
+    )
+    rejection = {"version": 2, "reason": "worse on the held-out segment"}
+    patch_spec(kubeconfig, ns, name, {"approval": {"rejectedVersions": [rejection]}})
+    status = wait_for(
+        "version 1 back on staging and production untouched",
+        phase_is(kubeconfig, ns, name, "Deployed", staging=1, production=1),
+        timeout=120,
+        operator=operator,
+    )
+    events = json.loads(kubectl(kubeconfig, "-n", ns, "get", "events", "-o", "json").stdout)
+    decided = [e["message"] for e in events["items"] if e["reason"] == "GateDecided"]
+    assert any("rejected: worse on the held-out segment" in m for m in decided), decided
+
+    staging_url = status["staging"]["url"]
+    kubectl(kubeconfig, "-n", ns, "delete", "mdep", name, "--timeout=60s", timeout=70)
+    with pytest.raises(OSError):
+        post_rows(staging_url, [payload])

@@ -61,8 +61,8 @@ def load(name: str) -> dict:
     return yaml.safe_load(EXAMPLES[name].read_text())
 
 
-def test_the_three_examples_exist() -> None:
-    assert set(EXAMPLES) == {"manual", "automatic", "local"}
+def test_the_examples_exist() -> None:
+    assert set(EXAMPLES) == {"manual", "automatic", "local", "project"}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -114,6 +114,15 @@ def test_local_example() -> None:
     assert spec.provider == "local"
     assert spec.roleArn is None and spec.region is None
     assert spec.model and spec.model.artifact == "file:///tmp/modeldeploy-demo/model.tar.gz"
+    assert spec.staging.smokeTest and len(spec.staging.smokeTest.payload.split(",")) == 30
+
+
+def test_project_example() -> None:
+    spec = parse_spec(load("project")["spec"])
+    assert spec.provider == "sagemaker" and spec.roleArn
+    assert spec.project is not None and spec.project.name == "breast-cancer"
+    assert spec.project.templateProductName is None  # the built-in template, by default
+    assert spec.production.promotion == "Manual" and spec.production.promotedVersion is None
     assert spec.staging.smokeTest and len(spec.staging.smokeTest.payload.split(",")) == 30
 
 
