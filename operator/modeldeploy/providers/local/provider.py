@@ -10,6 +10,10 @@ and the servers' logs are 0600 files in 0700 directories. A registry lost from a
 that held one (`history`) stalls every pass with RegistryLost until it is restored or
 `modeldeploy local reset` starts a new history; it is never silently created anew.
 
+Project mode (spec.deployment.via: Project): `project.LocalProjects`, the counterpart of a
+SageMaker project made from the "MLOps template for model deployment", whose pipeline deploys
+`<project>-staging` and `<project>-prod` through the same hosting.
+
 `LocalProvider(supervise=False)` only looks (a preview): the state is opened read-only,
 endpoint looks report what they see without starting, stopping or rewriting anything, and
 every change is refused.
@@ -26,6 +30,7 @@ from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.interface import Hosting
 from modeldeploy.providers.local.history import MARKER
 from modeldeploy.providers.local.hosting_process import ProcessHosting
+from modeldeploy.providers.local.project import LocalProjects
 from modeldeploy.providers.local.registry import LocalRegistry
 from modeldeploy.providers.local.state import State
 from modeldeploy.providers.local.store import ArtifactStore, StoredArtifact
@@ -127,20 +132,28 @@ class LocalProvider:
         store = PrivateArtifactStore(self.root) if supervise else None
         self.registry = LocalRegistry(self.state, store)
         self.hosting = hosting or hosting_from_env(self.state, self.root, workers, supervise)
+        self.projects = LocalProjects(self.state, self.hosting, self.root, supervise=supervise)
         metrics.watch_calls(self.name, self.registry, self.hosting)
 
     def observe(
         self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
     ) -> Observed:
-        """Everything is local and cheap to read; only the owner is taken from the hint."""
+        """Everything is local and cheap to read; only the owner is taken from the hint. In
+        project mode the project's pipeline deploys, so its endpoints are the stages'."""
         group = spec.modelPackageGroup.name
         arn = self.state.group_arn(group)
         if arn is None:
             return Observed(group_arn=None)
-        staging, production = (
-            self.hosting.describe(naming.endpoint_name(namespace, name, stage))
-            for stage in ("staging", "production")
-        )
+        project = None
+        if spec.project is not None:
+            project = self.projects.describe(spec.project.name)
+            staging = project.staging if project else None
+            production = project.production if project else None
+        else:
+            staging, production = (
+                self.hosting.describe(naming.endpoint_name(namespace, name, stage))
+                for stage in ("staging", "production")
+            )
         versions = tuple(self.state.versions(group))
         owner = hint.group_owner or self.state.group_owner(arn)
-        return Observed(arn, versions, staging, production, owner)
+        return Observed(arn, versions, staging, production, owner, project=project)
