@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from typing import Any
 
 import boto3
@@ -21,6 +22,7 @@ from botocore.config import Config
 from modeldeploy import metrics, naming
 from modeldeploy.providers.sagemaker import limits
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
+from modeldeploy.providers.sagemaker.project import SageMakerProjects
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
 from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
 from modeldeploy.remote import (
@@ -60,21 +62,40 @@ class SageMakerProvider:
         sagemaker_client: Any = None,
         runtime_client: Any = None,
         s3_client: Any = None,
+        servicecatalog_client: Any = None,
+        codepipeline_client: Any = None,
+        cloudformation_client: Any = None,
+        iam_client: Any = None,
         config: Config | None = None,
         view_max_age: float | None = None,
     ) -> None:
         self.region = region
+        self._config = config or default_config()
+        self._session: Any = None
+        self._lock = threading.Lock()  # a boto3 session is not thread-safe
         if not (sagemaker_client and runtime_client and s3_client):
-            session = boto3.session.Session(region_name=region)
-            config = config or default_config()
-            sagemaker_client = sagemaker_client or session.client("sagemaker", config=config)
-            runtime_client = runtime_client or session.client("sagemaker-runtime", config=config)
-            s3_client = s3_client or session.client("s3", config=config)
+            session = self._boto_session()
+            sagemaker_client = sagemaker_client or session.client("sagemaker", config=self._config)
+            runtime_client = runtime_client or session.client(
+                "sagemaker-runtime", config=self._config
+            )
+            s3_client = s3_client or session.client("s3", config=self._config)
         metrics.watch_aws_clients(self.name, sagemaker_client, runtime_client, s3_client)
         rate = limits.max_tps()
         self.rate_limit = limits.TokenBucket(rate) if rate > 0 else None
         if self.rate_limit:  # the control plane only: invocations have their own quotas
             limits.limit(sagemaker_client, self.rate_limit)
+        # Project mode's services: made when first needed (most resources never use them).
+        self._clients: dict[str, Any] = {}
+        injected = {
+            "servicecatalog": servicecatalog_client,
+            "codepipeline": codepipeline_client,
+            "cloudformation": cloudformation_client,
+            "iam": iam_client,
+        }
+        for service, client in injected.items():
+            if client is not None:
+                self._clients[service] = self._watched(client)
         max_age = view_seconds() if view_max_age is None else view_max_age
         self.versions = VersionsView(sagemaker_client, limit=LIST_PAGE, max_age=max_age)
         self.endpoints = EndpointsView(sagemaker_client, max_age=max_age)
@@ -82,6 +103,26 @@ class SageMakerProvider:
         self.hosting = SageMakerHosting(
             sagemaker_client, runtime_client, region, self.endpoints, default_role
         )
+        self.projects = SageMakerProjects(sagemaker_client, self.client, self.hosting.url)
+
+    def _boto_session(self) -> Any:
+        if self._session is None:
+            self._session = boto3.session.Session(region_name=self.region)
+        return self._session
+
+    def _watched(self, client: Any) -> Any:
+        metrics.watch_aws_clients(self.name, client)
+        if self.rate_limit:  # the same region's budget as SageMaker's control plane
+            limits.limit(client, self.rate_limit)
+        return client
+
+    def client(self, service: str) -> Any:
+        """The client of a project-mode service (servicecatalog, codepipeline, ...)."""
+        with self._lock:
+            if service not in self._clients:
+                made = self._boto_session().client(service, config=self._config)
+                self._clients[service] = self._watched(made)
+            return self._clients[service]
 
     def observe(
         self, spec: ModelDeploymentSpec, hint: ObserveHint, *, namespace: str, name: str
@@ -95,12 +136,21 @@ class SageMakerProvider:
         # The group status recorded is trusted: an empty view cannot tell an empty group from
         # a missing one, and a group deleted behind our back fails the next registration.
         group_arn = hint.group_arn or self.registry.group_arn(group)
+        # Project mode: the project's pipeline deploys <project>-staging and <project>-prod;
+        # the operator's own endpoint names are not read.
+        project = self.projects.describe(spec.project.name) if spec.project else None
         if group_arn is None:
-            return Observed(group_arn=None)
+            return Observed(group_arn=None, project=project)
 
         # Who owns the group: one ListTags, until status records the resource itself as owner.
         owner = hint.group_owner or self.registry.group_owner(group_arn)
         versions = self._versions(summaries, hint)
+        if spec.project is not None:
+            staging = project.staging if project else None
+            production = project.production if project else None
+            return Observed(
+                group_arn, versions, staging, production, group_owner=owner, project=project
+            )
         staging = production = None
         if summaries or any(hint.stage(s).endpoint_name for s in STAGES):
             staging = self._endpoint("staging", hint, namespace, name)
