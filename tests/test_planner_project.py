@@ -300,7 +300,8 @@ def test_a_gate_decided_by_a_person_is_recorded_once_with_an_event() -> None:
         ),
         staging=endpoint("staging", V1),
     )
-    p = plan(spec(), smoke_passed(), obs(decided), ctx())
+    seen_waiting = plan(spec(), smoke_passed(), obs(waiting_at_gate()), ctx()).status
+    p = plan(spec(), seen_waiting, obs(decided), ctx())
     gate = p.status["project"]["gate"]
     assert (gate["executionId"], gate["decision"], gate["by"], gate["version"]) == (
         "run-1",
@@ -312,6 +313,33 @@ def test_a_gate_decided_by_a_person_is_recorded_once_with_an_event() -> None:
     again = plan(spec(), p.status, obs(decided), ctx())
     assert [e for e in again.events if e.reason == "GateDecided"] == []
     assert again.status["phase"] == "Promoting"
+
+
+def test_the_last_runs_decision_is_not_taken_for_a_new_runs() -> None:
+    """GetPipelineState keeps the previous run's approval while a new run deploys staging: it
+    is not this run's decision, and the new run's gate is decided when it opens."""
+    first = waiting_at_gate()
+    status = plan(spec(production={"promotedVersion": 1}), smoke_passed(), obs(first), ctx()).status
+    status["project"]["gate"] = {
+        "executionId": "run-1",
+        "decision": "Approved",
+        "by": "modeldeploy",
+    }
+    stale = pipeline(run="run-2", staging="InProgress", gate="Succeeded", gate_summary="v1 ok")
+    stale = (*stale[:2], dataclasses.replace(stale[2], status="InProgress"), stale[3])
+    deploying = project(stages=stale, staging=endpoint("staging", V1, status="Updating"))
+    p = plan(spec(production={"promotedVersion": 2}), status, obs(deploying, V2, V1), ctx())
+    assert p.status["project"]["gate"]["executionId"] == "run-1"
+    assert [e for e in p.events if e.reason == "GateDecided"] == []
+    opened = project(stages=pipeline(run="run-2", token="tok-2"), staging=endpoint("staging", V2))
+    p = plan(
+        spec(production={"promotedVersion": 2}),
+        {**p.status, **smoke_passed(V2)},
+        obs(opened, V2, V1),
+        ctx(),
+    )
+    (gate,) = gate_actions(p)
+    assert (gate.decision.execution_id, gate.decision.token, gate.version) == ("run-2", "tok-2", 2)
 
 
 def test_a_run_superseded_while_it_waited_is_reported() -> None:

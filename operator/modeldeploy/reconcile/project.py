@@ -343,6 +343,18 @@ def _summary(s: PassState, version: int, approve: bool) -> str:
     return f"version {version}: {smoke} (spec.production.promotedVersion of {by})"
 
 
+def _waited_before(s: PassState, run: str) -> bool:
+    """The last pass saw this run's ApproveDeployment waiting. (A finished approval in
+    GetPipelineState may belong to an earlier run while the stage runs a new one: only a
+    transition seen from InProgress says that this run's gate was decided.)"""
+    stages = s.old.project.stages if s.old.project else None
+    stage = next((st for st in stages or [] if st.name == STAGING_STAGE), None)
+    if stage is None or stage.executionId != run:
+        return False
+    gate = next((a for a in stage.actions if a.name == GATE_ACTION), None)
+    return gate is not None and gate.status == "InProgress"
+
+
 def _note_gate_history(s: PassState, project: Project) -> None:
     """Events for what happened at the gate without the operator: a person's decision in the
     console, a run superseded while it waited."""
@@ -351,7 +363,8 @@ def _note_gate_history(s: PassState, project: Project) -> None:
     assert s.new.project is not None
     recorded = s.new.project.gate
     decided = gate is not None and gate.status in ("Succeeded", "Failed") and bool(run)
-    if decided and (recorded is None or recorded.executionId != run):
+    ours = recorded is not None and recorded.executionId == run
+    if decided and not ours and _waited_before(s, run):
         assert gate is not None
         decision = "Approved" if gate.status == "Succeeded" else "Rejected"
         by = gate.updated_by or "someone outside modeldeploy"
