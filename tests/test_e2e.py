@@ -528,9 +528,9 @@ def test_project_mode_through_the_pipeline_and_its_gate(
     )
     rejection = {"version": 2, "reason": "worse on the held-out segment"}
     patch_spec(kubeconfig, ns, name, {"approval": {"rejectedVersions": [rejection]}})
-    status = wait_for(
+    status = wait_for(  # Rejected: the newest version is, as in direct mode
         "version 1 back on staging and production untouched",
-        phase_is(kubeconfig, ns, name, "Deployed", staging=1, production=1),
+        phase_is(kubeconfig, ns, name, "Rejected", staging=1, production=1),
         timeout=120,
         operator=operator,
     )

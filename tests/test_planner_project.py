@@ -274,6 +274,16 @@ def test_a_rejection_in_the_spec_rejects_the_gate_with_its_reason() -> None:
     assert gate.decision.summary.startswith("drift on segment B (spec.approval.rejectedVersions")
 
 
+def test_a_rejection_reaches_the_gate_before_the_registry() -> None:
+    """The registry's rejection starts a run that supersedes the waiting one: the gate is
+    rejected first, in the same pass, so the run ends with the spec's reason."""
+    s = spec(approval={"rejectedVersions": [{"version": 1, "reason": "drift on segment B"}]})
+    p = plan(s, {}, obs(waiting_at_gate()), ctx())
+    assert [type(a).__name__ for a in p.actions] == ["DecideGate", "SetApproval"]
+    assert p.actions[0].decision.approve is False
+    assert p.actions[1].status == "Rejected"
+
+
 def test_automatic_promotion_approves_after_the_smoke_test() -> None:
     p = plan(
         spec(production={"promotion": "Automatic"}), smoke_passed(), obs(waiting_at_gate()), ctx()

@@ -32,6 +32,7 @@ from modeldeploy.status import ModelDeploymentStatus
 
 # Steps that may end the pass early: nothing downstream moves until they are satisfied.
 GATES = (ensure_group, check_owner, register_model, record_latest, decide_approval)
+PROJECT_GATES = (*GATES[:-1], project.reject_at_gate, decide_approval)
 
 
 def plan(
@@ -42,7 +43,7 @@ def plan(
     timing: Timing = DEFAULT_TIMING,
 ) -> Plan:
     s = PassState.start(spec, status, observed, ctx, timing)
-    for gate in GATES:
+    for gate in PROJECT_GATES if spec.project else GATES:
         if verdict := gate(s):
             return _finish(s, verdict)
     if spec.project is not None:  # a project's pipeline deploys: the operator decides its gate

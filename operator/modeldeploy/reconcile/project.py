@@ -300,10 +300,39 @@ def deploy_production(s: PassState) -> None:
     s.promotion = Promotion(current, blocked, waiting_text)
 
 
+def reject_at_gate(s: PassState) -> None:
+    """A version spec.approval.rejectedVersions names is rejected at the gate, with the spec's
+    reason, in the same pass as in the registry (the registry's rejection starts a run that
+    would otherwise supersede this one without a word at its gate)."""
+    project = s.observed.project
+    if s.spec.project is None or project is None or project.owner != s.ctx.owner:
+        return None
+    gate, stage, staging = project.gate, project.stage(STAGING_STAGE), project.staging
+    run = stage.execution_id if stage else ""
+    staged = staging.served_version if staging else None
+    waiting = gate is not None and gate.status == "InProgress" and bool(gate.token)
+    recorded = s.old.project.gate if s.old.project else None
+    if not waiting or staged is None or (recorded and recorded.executionId == run):
+        return None
+    if staged in {r.version for r in s.spec.approval.rejectedVersions}:
+        decision = GateDecision(
+            project.name,
+            project.pipeline,
+            run,
+            gate.token,
+            False,
+            _summary(s, staged, False),  # type: ignore[union-attr]
+        )
+        s.actions.append(DecideGate(decision, staged))
+    return None
+
+
 def _decided(s: PassState, run: str) -> bool:
-    """The operator decided this run's gate already (the pipeline may not show it yet)."""
+    """The operator decided this run's gate already (the pipeline may not show it yet), or
+    does so in this pass."""
     recorded = s.new.project.gate if s.new.project else None
-    return recorded is not None and recorded.executionId == run
+    deciding = any(isinstance(a, DecideGate) and a.decision.execution_id == run for a in s.actions)
+    return deciding or (recorded is not None and recorded.executionId == run)
 
 
 def _gate_wish(s: PassState, staged: int, current) -> tuple[bool | None, str, str]:
