@@ -14,6 +14,7 @@ from modeldeploy.providers.errors import ProviderError, TransientError
 from modeldeploy.providers.interface import Provider
 from modeldeploy.reconcile.reasons import Reason
 from modeldeploy.reconcile.types import Event
+from modeldeploy.remote import Project
 from modeldeploy.spec import SpecError, parse_spec
 
 
@@ -43,7 +44,7 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
             [Event("Normal", Reason.RETAINED, text)],
         )
     if spec.project is not None:
-        return _delete_project(provider, spec.project.name, spec.modelPackageGroup.name, meta)
+        return _delete_project(provider, spec.project.name, spec.modelPackageGroup.name, body)
     pending, events = [], []
     for stage in ("production", "staging"):
         endpoint = naming.endpoint_name(namespace, name, stage)
@@ -89,13 +90,18 @@ def _release_group(provider: Provider, group: str, owner: str) -> list[Event]:
     return []
 
 
-def _delete_project(provider: Provider, project: str, group: str, meta: dict) -> CleanupResult:
+def _delete_project(provider: Provider, project: str, group: str, body: dict) -> CleanupResult:
     """Project mode: the project's pipeline made the endpoints; deleting the project, its
     stacks and endpoints takes several looks. A project this resource does not own is left."""
+    meta = body["metadata"]
     owner = f"{meta.get('namespace', 'default')}/{meta['name']}"
+    recorded = (body.get("status") or {}).get("project") or {}
     events: list[Event] = []
     try:
         found = provider.projects.describe(project)
+        if found is None and recorded.get("name") == project and recorded.get("id"):
+            # Gone already (an earlier look deleted it): its stacks may still be going.
+            found = Project(project, recorded["id"], recorded.get("arn", ""), "", owner=owner)
         if found is not None and found.owner != owner:
             text = f"project {project} belongs to {found.owner or 'no ModelDeployment'}: left alone"
             events.append(Event("Warning", Reason.RETAINED, text))
