@@ -159,6 +159,16 @@ GATE_ACTION = "ApproveDeployment"  # the manual approval in DeployStaging
 PROJECT_TEMPLATE = "MLOps template for model deployment"
 
 
+def pipeline_name(name: str, project_id: str) -> str:
+    """The template's CodePipeline (and CodeCommit repository)."""
+    return f"sagemaker-{name}-{project_id}-modeldeploy"
+
+
+def stack_name(name: str, project_id: str, stage: str) -> str:
+    """The stack the pipeline deploys for StageName `stage` (staging | prod)."""
+    return f"sagemaker-{name}-{project_id}-deploy-{stage}"
+
+
 @dataclass(frozen=True)
 class PipelineAction:
     """One action's latest execution (CodePipeline's actionStates[].latestExecution)."""

@@ -26,7 +26,8 @@ from modeldeploy.reconcile.actions import (
     action_key,
 )
 from modeldeploy.reconcile.conditions import timestamp
-from modeldeploy.reconcile.project import OPERATOR, mirror
+from modeldeploy.reconcile.project import mirror
+from modeldeploy.reconcile.project_gate import OPERATOR
 from modeldeploy.reconcile.reasons import Reason
 from modeldeploy.reconcile.smoke import SMOKE_REQUESTS, judge
 from modeldeploy.reconcile.types import Context, Event, Plan

@@ -10,7 +10,7 @@ the actions ran.
 
 from __future__ import annotations
 
-from modeldeploy.reconcile import project
+from modeldeploy.reconcile import project, project_gate
 from modeldeploy.reconcile.actions import action_key
 from modeldeploy.reconcile.finalize import stall_message
 from modeldeploy.reconcile.gates import decide_approval, newest_approved, promotion
@@ -32,7 +32,7 @@ from modeldeploy.status import ModelDeploymentStatus
 
 # Steps that may end the pass early: nothing downstream moves until they are satisfied.
 GATES = (ensure_group, check_owner, register_model, record_latest, decide_approval)
-PROJECT_GATES = (*GATES[:-1], project.reject_at_gate, decide_approval)
+PROJECT_GATES = (*GATES[:-1], project_gate.reject_at_gate, decide_approval)
 
 
 def plan(
@@ -51,7 +51,7 @@ def plan(
             return _finish(s, verdict)
         project.deploy_staging(s)
         s.smoke = decide_smoke(s)
-        project.deploy_production(s)
+        project_gate.deploy_production(s)
         return _finish(s, summarize(s))
     deploy_staging(s)
     s.smoke = decide_smoke(s)

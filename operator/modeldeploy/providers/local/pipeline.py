@@ -31,6 +31,7 @@ from modeldeploy.remote import (
     STAGING_STAGE,
     DeployRequest,
     EndpointStatus,
+    stack_name,
 )
 
 ACTIONS: tuple[tuple[str, str], ...] = (
@@ -263,9 +264,8 @@ class Pipeline:
             self.hosting.delete(request.endpoint_name)
             creating = True
         self.hosting.deploy(request)
-        stack_name = f"sagemaker-{self.data['name']}-{self.data['project_id']}-deploy-{which}"
         self.data["stacks"][which] = {
-            "name": stack_name,
+            "name": stack_name(self.data["name"], self.data["project_id"], which),
             "status": "CREATE_IN_PROGRESS" if creating else "UPDATE_IN_PROGRESS",
             "reason": "",
         }

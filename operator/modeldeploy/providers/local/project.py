@@ -47,6 +47,7 @@ from modeldeploy.remote import (
     Project,
     ProjectRequest,
     Stack,
+    pipeline_name,
 )
 
 OPERATOR = "modeldeploy"  # updated_by of the gate decisions the operator makes
@@ -184,7 +185,7 @@ class LocalProjects:
             "group": request.group,
             "description": request.description,
             "created": now(),
-            "pipeline": f"sagemaker-{request.name}-{project_id}-modeldeploy",
+            "pipeline": pipeline_name(request.name, project_id),
             "trigger": None,  # what the last run started on; None: none yet
             "executions": [],  # newest first
             "stages": new_stages(),

@@ -20,7 +20,7 @@ from modeldeploy.providers import errors
 from modeldeploy.providers.sagemaker.catalog import LAUNCH_ROLE, TOGGLE, Catalog
 from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
 from modeldeploy.providers.sagemaker.registry import OWNER_TAG
-from modeldeploy.remote import Endpoint, PipelineStage, Project, Stack
+from modeldeploy.remote import Endpoint, PipelineStage, Project, Stack, pipeline_name, stack_name
 
 GROUP_PARAMETER = "SourceModelPackageGroupName"
 DELETED, DELETING, DELETE_FAILED = "DeleteCompleted", "DeleteInProgress", "DeleteFailed"
@@ -35,14 +35,6 @@ GATE_MOVED = {
     "InvalidApprovalTokenException": "a newer run replaced the token (or the run was stopped)",
     "ApprovalAlreadyCompletedException": "a person decided it in the console first",
 }
-
-
-def pipeline_name(name: str, project_id: str) -> str:
-    return f"sagemaker-{name}-{project_id}-modeldeploy"
-
-
-def stack_name(name: str, project_id: str, stage: str) -> str:
-    return f"sagemaker-{name}-{project_id}-deploy-{stage}"
 
 
 def bucket_name(project_id: str) -> str:
