@@ -13,9 +13,9 @@ from modeldeploy.providers.local.state import State
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo(action: str, state: Path) -> subprocess.CompletedProcess[str]:
+def demo(action: str, state: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "demo.py"), action, "--state-dir", str(state)],
+        [sys.executable, str(ROOT / "hack" / "demo.py"), action, "--state-dir", str(state), *flags],
         capture_output=True,
         text=True,
         timeout=600,
@@ -68,3 +68,22 @@ def test_demo_reaches_production_and_stops_cleanly(tmp_path):
     # Whoever stopped it first. Not "/proc/<pid> is gone": once the operator that started it has
     # stopped, it is some other process's child, whose zombie may wait to be reaped.
     assert not processes.alive(untracked), down.stdout
+
+
+def test_demo_project_runs_the_seed_pipeline_through_its_gate(tmp_path):
+    """`make demo-project`: the project's pipeline deploys, the operator approves its gate."""
+    state = tmp_path / "demo"
+    try:
+        up = demo("up", state, "--project")
+        output = up.stdout + up.stderr
+        assert up.returncode == 0, output
+        assert "DeployStaging InProgress (ApproveDeployment InProgress)" in output, output
+        assert "waits at the pipeline's ApproveDeployment" in output, output
+        assert "DeployProd Succeeded" in output, output
+        assert re.search(r"breast-cancer-project .* Deployed +True", output), output
+        assert (state / "local" / "projects" / "breast-cancer" / "repo").is_dir()
+    finally:
+        down = demo("down", state)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert processes_under(state) == [], down.stdout + down.stderr
+    assert not (state / "local" / "projects" / "breast-cancer").exists()  # deleted with it
