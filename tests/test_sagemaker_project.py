@@ -185,6 +185,16 @@ def expect_absent_then_enabled(sm: Stubber) -> None:
     sm.add_response("get_sagemaker_servicecatalog_portfolio_status", {"Status": "Enabled"})
 
 
+def expect_create(sm: Stubber, artifact: str, path: str | None = None) -> None:
+    """CreateProject from the product's `artifact` (and launch `path`) with the group's
+    parameters and the owner tag."""
+    details = {"ProductId": PRODUCT, "ProvisioningArtifactId": artifact}
+    details |= {"PathId": path} if path else {}
+    details["ProvisioningParameters"] = PARAMETERS
+    expected = {**CREATE_COMMON, "ServiceCatalogProvisioningDetails": details}
+    sm.add_response("create_project", CREATED, expected_params=expected)
+
+
 PARAMETERS = [
     {"Key": "SourceModelPackageGroupName", "Value": GROUP},
     {"Key": "EndpointInstanceType", "Value": "ml.m5.large"},
@@ -233,17 +243,7 @@ def test_create_finds_the_template_by_exact_name_and_its_newest_version(with_iam
         {"LaunchPathSummaries": [{"Id": PATH, "Name": "Amazon SageMaker Solutions"}]},
         expected_params={"ProductId": PRODUCT},
     )
-    details = {
-        "ProductId": PRODUCT,
-        "ProvisioningArtifactId": ARTIFACT_NEW,
-        "PathId": PATH,
-        "ProvisioningParameters": PARAMETERS,
-    }
-    sm.add_response(
-        "create_project",
-        CREATED,
-        expected_params={**CREATE_COMMON, "ServiceCatalogProvisioningDetails": details},
-    )
+    expect_create(sm, ARTIFACT_NEW, path=PATH)
     sm.add_response("describe_project", described("CreateInProgress"))  # owner known: no tags
 
     project = with_iam.projects.create(request())
@@ -319,16 +319,7 @@ def test_create_by_product_id_skips_the_search_and_a_refused_get_role(stubbed: R
             403,
             expected_params={"RoleName": role},
         )
-    details = {
-        "ProductId": PRODUCT,
-        "ProvisioningArtifactId": ARTIFACT_OLD,
-        "ProvisioningParameters": PARAMETERS,
-    }
-    sm.add_response(
-        "create_project",
-        CREATED,
-        expected_params={**CREATE_COMMON, "ServiceCatalogProvisioningDetails": details},
-    )
+    expect_create(sm, ARTIFACT_OLD)
     sm.add_response("describe_project", described("Pending"))
 
     project = stubbed.projects.create(
@@ -373,16 +364,7 @@ def test_create_falls_back_to_the_admin_search(with_iam: Rig) -> None:
         {"ProvisioningArtifactSummaries": [{"Id": ARTIFACT_NEW, "CreatedTime": WHEN}]},
         expected_params={"Id": PRODUCT},
     )
-    details = {
-        "ProductId": PRODUCT,
-        "ProvisioningArtifactId": ARTIFACT_NEW,
-        "ProvisioningParameters": PARAMETERS,
-    }
-    sm.add_response(
-        "create_project",
-        CREATED,
-        expected_params={**CREATE_COMMON, "ServiceCatalogProvisioningDetails": details},
-    )
+    expect_create(sm, ARTIFACT_NEW)
     sm.add_response("describe_project", described("CreateInProgress"))
 
     assert with_iam.projects.create(request()).project_id == PID

@@ -53,12 +53,7 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
         except TransientError as err:
             return CleanupResult(False, f"deleting {endpoint}: {err}", events)
         except ProviderError as err:
-            text = (
-                f"deleting {endpoint}: {err}; fix access and it is retried, or set "
-                "spec.deletionPolicy: Retain to let the resource go and keep the endpoint"
-            )
-            events.append(Event("Warning", Reason.DELETION_FAILED, text))
-            return CleanupResult(False, text, events, stuck=True)
+            return _refused(endpoint, err, "the endpoint", events)
         if not gone:
             pending.append(endpoint)
     if pending:
@@ -70,6 +65,16 @@ def cleanup(body: dict, providers: ProviderFactory) -> CleanupResult:
     except TransientError as err:
         return CleanupResult(False, f"releasing model package group {group}: {err}", events)
     return CleanupResult(True, "endpoints deleted", events)
+
+
+def _refused(what: str, err: ProviderError, kept: str, events: list[Event]) -> CleanupResult:
+    """A refusal only a person can lift (access): hold the resource and say both ways out."""
+    text = (
+        f"deleting {what}: {err}; fix access and it is retried, or set "
+        f"spec.deletionPolicy: Retain to let the resource go and keep {kept}"
+    )
+    events.append(Event("Warning", Reason.DELETION_FAILED, text))
+    return CleanupResult(False, text, events, stuck=True)
 
 
 def _release_group(provider: Provider, group: str, owner: str) -> list[Event]:
@@ -116,10 +121,5 @@ def _delete_project(provider: Provider, project: str, group: str, body: dict) ->
     except TransientError as err:
         return CleanupResult(False, f"deleting project {project}: {err}", events)
     except ProviderError as err:
-        text = (
-            f"deleting project {project}: {err}; fix access and it is retried, or set "
-            "spec.deletionPolicy: Retain to let the resource go and keep the project"
-        )
-        events.append(Event("Warning", Reason.DELETION_FAILED, text))
-        return CleanupResult(False, text, events, stuck=True)
+        return _refused(f"project {project}", err, "the project", events)
     return CleanupResult(True, f"project {project} deleted", events)
