@@ -154,6 +154,35 @@ def test_local_preview_before_any_state_creates_none(
     assert not local_dir.exists()
 
 
+def test_local_preview_lists_the_project_it_would_create(
+    operator: LocalProvider, local_dir: Path, tmp_path: Path, model_tar_bytes: bytes, capsys
+) -> None:
+    """Project mode: the plan names the project to create, and creates nothing."""
+    tar = tmp_path / "model.tar.gz"
+    tar.write_bytes(model_tar_bytes)
+    doc = manifest(
+        f"file://{tar}", "local", deployment={"via": "Project", "project": {"name": "bc"}}
+    )
+    spec = parse_spec(doc["spec"])
+    operator.registry.ensure_group(GROUP, None, f"{NS}/{NAME}")
+    version = operator.registry.register_version(spec)
+    operator.registry.set_approval(version.arn, APPROVED, "test")
+    del doc["spec"]["model"]  # registered above: the plan goes on to the project
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    before = snapshot(operator, local_dir)
+
+    assert preview_file(path) == 0
+
+    out = capsys.readouterr().out
+    assert (
+        "create SageMaker project bc from 'MLOps template for model deployment' for model "
+        f"package group {GROUP}, owned by {NS}/{NAME}" in out
+    )
+    assert snapshot(operator, local_dir) == before
+    assert not (local_dir / "projects").exists()
+
+
 # -- sagemaker ----------------------------------------------------------------------------------
 
 
