@@ -352,6 +352,21 @@ def test_the_last_runs_decision_is_not_taken_for_a_new_runs() -> None:
     assert (gate.decision.execution_id, gate.decision.token, gate.version) == ("run-2", "tok-2", 2)
 
 
+def test_between_an_approved_gate_and_deploy_prod_production_is_promoting() -> None:
+    """CodePipeline takes a moment to start DeployProd after the approval: not Deployed on the
+    old production meanwhile, and not blocked."""
+    status = smoke_passed()
+    status["project"] = {
+        "name": NAME,
+        "gate": {"executionId": "run-1", "version": 1, "decision": "Approved", "by": "modeldeploy"},
+    }
+    approved = project(stages=pipeline(gate="Succeeded"), staging=endpoint("staging", V1))
+    p = plan(spec(production={"promotedVersion": 1}), status, obs(approved), ctx())
+    assert p.actions == []
+    assert p.status["phase"] == "Promoting"
+    assert "the pipeline deploys version 1 to production (run run-1)" in p.status["message"]
+
+
 def test_a_run_superseded_while_it_waited_is_reported() -> None:
     status = {
         **smoke_passed(),

@@ -45,6 +45,13 @@ def deploy_production(s: PassState) -> None:
             s.production.message = (
                 f"{verb} the pipeline's {GATE_ACTION} for version {staged.version} (run {run})"
             )
+    elif (approved := _approved(s, run)) and approved != (current and current.version):
+        if s.production.state in ("absent", "serving"):  # before DeployProd reports
+            s.production.state = "deploying"
+            s.production.message = (
+                f"the pipeline deploys version {approved} to production (run {run}), "
+                f"approved at its {GATE_ACTION}"
+            )
     elif s.spec.production.promotedVersion not in (None, current and current.version):
         blocked = (
             f"spec.production.promotedVersion {s.spec.production.promotedVersion}: production "
@@ -70,15 +77,18 @@ def reject_at_gate(s: PassState) -> None:
     if not waiting or staged is None or (recorded and recorded.executionId == run):
         return None
     if staged in {r.version for r in s.spec.approval.rejectedVersions}:
-        decision = GateDecision(
-            project.name,
-            project.pipeline,
-            run,
-            gate.token,
-            False,
-            _summary(s, staged, False),  # type: ignore[union-attr]
-        )
+        assert gate is not None
+        summary = _summary(s, staged, False)
+        decision = GateDecision(project.name, project.pipeline, run, gate.token, False, summary)
         s.actions.append(DecideGate(decision, staged))
+    return None
+
+
+def _approved(s: PassState, run: str) -> int | None:
+    """The version this run's gate was approved for, as recorded."""
+    recorded = s.new.project.gate if s.new.project else None
+    if recorded and recorded.executionId == run and recorded.decision == "Approved":
+        return recorded.version
     return None
 
 
