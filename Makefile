@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: install test lint fmt clean controlplane helm healthtools demo demo-project down \
-	reliability gitops-engines redis gitops-e2e
+	reliability gitops-engines redis gitops-e2e image image-test
 
 install: $(VENV)/.installed
 
@@ -53,6 +53,17 @@ redis:
 # (tests/test_gitops_e2e.py). Health sequences in bench/results/gitops_e2e.json.
 gitops-e2e: install controlplane gitops-engines redis
 	$(BIN)/pytest -q -ra -m gitops_e2e tests/test_gitops_e2e.py
+
+# The operator image from the Dockerfile with podman (root; podman, mmdebstrap and runc come
+# from apt when missing), on a Debian base made by mmdebstrap when no registry serves the
+# Dockerfile's. Output: .cache/image/<key>/modeldeploy.oci.tar and localhost/modeldeploy:<version>.
+image:
+	hack/build-image.sh >/dev/null
+
+# The image checked by running it: non-root, read-only root, `modeldeploy run` healthy against a
+# real API server, no compiler, pip cache or source tree. Not in `make test` (see README).
+image-test: install controlplane image
+	$(BIN)/pytest -q -ra -s -m image tests/test_image.py
 
 # The whole pipeline on this machine: control plane, operator (local provider), a trained
 # model through staging to production. Leaves it running; `make down` stops it.
