@@ -225,10 +225,12 @@ def test_get_json_is_a_stable_document(quiet_kubeconfig, resource):
         "decisions",
         "versions",
         "stages",
+        "pipeline",
         "gates",
         "events",
     ]
     assert doc["schema"] == "modeldeploy.dev/get/v1"
+    assert doc["pipeline"] is None  # direct mode
     assert (doc["name"], doc["namespace"], doc["phase"]) == (NAME, resource, "AwaitingPromotion")
     assert doc["upToDate"] is True
     assert doc["decisions"] == {

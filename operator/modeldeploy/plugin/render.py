@@ -39,6 +39,7 @@ def render_text(view: dict, palette: Palette, now: datetime | None = None) -> st
     lines = [_headline(view, p)]
     lines += _section("VERSIONS", _versions_table(view, p), "none registered yet", p)
     lines += _section("STAGES", _stages_table(view, p), "", p)
+    lines += _section("PIPELINE", _pipeline_lines(view, p), "", p)
     lines += _section("GATES", _gates_table(view, p), "no conditions yet", p)
     lines += _section("EVENTS", _events_table(view, p, now), "none", p)
     return "\n".join(lines) + "\n"
@@ -151,6 +152,34 @@ def _stages_table(view: dict, p: Palette) -> list[str]:
     table = _table(["STAGE", "ENDPOINT", "STATUS", "VERSION", "SMOKE TEST"], rows, p)
     urls = [f"  {s['stage']} url: {s['url']}" for s in view["stages"] if s["url"]]
     return table + [p.dim(u) for u in urls]
+
+
+def _pipeline_lines(view: dict, p: Palette) -> list[str]:
+    """Project mode: the stages in one line, each action that is not plainly done, and the
+    last decision at the gate."""
+    pipeline = view["pipeline"]
+    if not pipeline:
+        return []
+    run = f" run {pipeline['run']} {pipeline['runStatus']}" if pipeline["run"] else ""
+    lines = [f"  {pipeline['name'] or pipeline['project']} ({pipeline['projectStatus']}){run}"]
+    steps = [f"{s['name']} {s['status'] or '-'}" for s in pipeline["stages"]]
+    if steps:
+        lines.append("  " + " -> ".join(steps))
+    for stage in pipeline["stages"]:
+        for a in stage["actions"]:
+            if a["status"] not in (None, "Succeeded"):
+                summary = f": {a['summary']}" if a["summary"] else ""
+                text = f"    {stage['name']}/{a['name']} {a['status']}{summary}"
+                lines.append(p.paint(text, "red" if a["status"] == "Failed" else "yellow"))
+    decided = pipeline["lastDecision"]
+    if decided:
+        lines.append(
+            p.dim(
+                f"  last gate decision: {decided['decision']} version {decided['version']} "
+                f"(run {decided['run']}) by {decided['by']}"
+            )
+        )
+    return lines
 
 
 def _smoke(smoke: dict | None) -> Cell:

@@ -61,6 +61,8 @@ def build_view(obj: dict, events: list[dict]) -> dict[str, Any]:
         },
         "versions": _versions(status, stages),
         "stages": stages,
+        # Project mode: the project's pipeline as status mirrors it; null in direct mode.
+        "pipeline": _pipeline(status.get("project")),
         "gates": _gates(status.get("conditions") or []),
         "events": _events(events),
     }
@@ -109,6 +111,38 @@ def _stage(name: str, raw: dict) -> dict:
             "version": smoke.get("version"),
             "at": smoke.get("at"),
             "message": smoke.get("message"),
+        },
+    }
+
+
+def _pipeline(project: dict | None) -> dict | None:
+    if not project:
+        return None
+    gate = project.get("gate") or {}
+    return {
+        "project": project.get("name"),
+        "projectStatus": project.get("status"),
+        "name": project.get("pipeline"),
+        "run": (project.get("execution") or {}).get("id"),
+        "runStatus": (project.get("execution") or {}).get("status"),
+        "stages": [
+            {
+                "name": stage.get("name"),
+                "status": stage.get("status"),
+                "actions": [
+                    {"name": a.get("name"), "status": a.get("status"), "summary": a.get("summary")}
+                    for a in stage.get("actions") or []
+                ],
+            }
+            for stage in project.get("stages") or []
+        ],
+        "lastDecision": None
+        if not gate
+        else {
+            "run": gate.get("executionId"),
+            "version": gate.get("version"),
+            "decision": gate.get("decision"),
+            "by": gate.get("by"),
         },
     }
 
