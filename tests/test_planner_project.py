@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from test_planner import GROUP_ARN, ctx, observed, plan, version
+from test_planner import spec as direct_spec
 
 from modeldeploy.reconcile.actions import DecideGate, EnsureProject, SmokeTest
 from modeldeploy.reconcile.conditions import condition
@@ -18,7 +19,6 @@ from modeldeploy.remote import (
     Project,
     Stack,
 )
-from modeldeploy.spec import parse_spec
 
 NAME = "churn"
 PIPELINE = "sagemaker-churn-p-abc123def456-modeldeploy"
@@ -29,15 +29,8 @@ RUNNING = (PipelineExecution("run-1", "InProgress"),)
 
 
 def spec(**overrides):
-    raw = {
-        "provider": "sagemaker",
-        "roleArn": "arn:aws:iam::123456789012:role/SageMakerExecution",
-        "modelPackageGroup": {"name": "churn"},
-        "staging": {"smokeTest": {"payload": "1,2,3", "maxLatencyMs": 500}},
-        "deployment": {"via": "Project", "project": {"name": NAME}},
-        **overrides,
-    }
-    return parse_spec(raw)
+    """test_planner's spec, deployed by the project `churn`."""
+    return direct_spec(**{"deployment": {"via": "Project", "project": {"name": NAME}}, **overrides})
 
 
 def endpoint(stage: str, v, status: str = "InService", **kw) -> Endpoint:
