@@ -92,9 +92,14 @@ log "base $base ($((SECONDS - t_all))s)"
 lend=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
 [[ -f /etc/pip.conf ]] && lend+=(-v /etc/pip.conf:/etc/pip.conf:ro)
 t_build=$SECONDS
-"${podman[@]}" build --quiet --network host "${ulimits[@]}" "${lend[@]}" \
-    --build-arg "PYTHON_IMAGE=$base" -t "$tag" -f "$root/Dockerfile" "$root" >/dev/null
+build=("${podman[@]}" build --quiet --network host "${ulimits[@]}" "${lend[@]}"
+    --build-arg "PYTHON_IMAGE=$base" -f "$root/Dockerfile")
+# The builder stage under a tag of its own: the next build's cache, which the prune below keeps.
+"${build[@]}" --target builder -t localhost/modeldeploy-builder:cache "$root" >/dev/null
+"${build[@]}" -t "$tag" "$root" >/dev/null
 log "built $tag in $((SECONDS - t_build))s"
+# Earlier builds left untagged (~0.9 GB each) are dead weight.
+"${podman[@]}" image prune -f >/dev/null
 "${podman[@]}" save --quiet --format oci-archive -o "$archive.tmp" "$tag"
 mv "$archive.tmp" "$archive"
 size=$("${podman[@]}" image inspect --format '{{.Size}}' "$tag")
