@@ -72,6 +72,10 @@ base_image() {
     local base_key base_tar
     base_key=$(echo "$suite $base_packages" | sha256sum | cut -c1-12)
     base_tar="$cache/base-$base_key.tar"
+    if "${podman[@]}" image exists "localhost/modeldeploy-base:$base_key"; then
+        echo "localhost/modeldeploy-base:$base_key"  # imported by an earlier build
+        return
+    fi
     if [[ ! -s $base_tar ]]; then
         log "no registry serves $upstream_base: making a $suite base with mmdebstrap"
         # The output's extension picks mmdebstrap's format: keep .tar on the partial file.
@@ -79,9 +83,7 @@ base_image() {
             "$base_tar.partial.tar" >&2
         mv "$base_tar.partial.tar" "$base_tar"
     fi
-    if ! "${podman[@]}" image exists "localhost/modeldeploy-base:$base_key"; then
-        "${podman[@]}" import -q "$base_tar" "localhost/modeldeploy-base:$base_key" >/dev/null
-    fi
+    "${podman[@]}" import -q "$base_tar" "localhost/modeldeploy-base:$base_key" >/dev/null
     echo "localhost/modeldeploy-base:$base_key"
 }
 
