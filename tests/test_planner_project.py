@@ -394,6 +394,32 @@ def test_production_deployed_by_the_pipeline_is_ready() -> None:
     assert p.status["project"]["stacks"]["production"]["status"] == "CREATE_COMPLETE"
 
 
+def test_production_keeps_its_version_through_an_update_and_records_the_previous() -> None:
+    serving_v1 = project(
+        stages=pipeline(gate="Succeeded", prod="Succeeded"),
+        staging=endpoint("staging", V1),
+        production=endpoint("prod", V1),
+    )
+    status = plan(spec(production={"promotedVersion": 1}), smoke_passed(), obs(serving_v1), ctx())
+    assert status.status["production"]["version"] == 1
+    updating = dataclasses.replace(
+        serving_v1,
+        stages=pipeline(run="run-2", gate="Succeeded", prod="InProgress"),
+        staging=endpoint("staging", V2),
+        production=endpoint("prod", V1, status="Updating"),
+    )
+    s2 = spec(production={"promotedVersion": 2})
+    during = plan(s2, {**status.status, **smoke_passed(V2)}, obs(updating, V2, V1), ctx())
+    assert during.status["production"]["version"] == 1  # still serves it while updating
+    assert during.status["phase"] == "Promoting"
+    done = dataclasses.replace(updating, production=endpoint("prod", V2))
+    after = plan(s2, during.status, obs(done, V2, V1), ctx())
+    assert (
+        after.status["production"]["version"],
+        after.status["production"]["previousVersion"],
+    ) == (2, 1)
+
+
 def test_a_failed_staging_stack_stalls_with_its_reason() -> None:
     failed = project(
         stages=pipeline(staging="Failed", gate=""),

@@ -164,9 +164,11 @@ def _record_endpoint(
     st.failureReason = (endpoint.failure_reason or None) if endpoint else None
     st.url = (endpoint.url or None) if endpoint else None
     st.targetConfigName = st.targetVersion = None  # the pipeline, not the operator, targets
-    settled = endpoint is not None and endpoint.status == EndpointStatus.IN_SERVICE
-    st.endpointConfigName = endpoint.config_name if settled and endpoint else None
-    st.version = endpoint.served_version if settled and endpoint else None
+    if endpoint is None:
+        st.endpointConfigName = st.version = None
+    elif endpoint.status == EndpointStatus.IN_SERVICE:
+        st.endpointConfigName, st.version = endpoint.config_name, endpoint.served_version
+    # Otherwise (updating, failed) it still serves what it served last, as recorded.
 
 
 def _stage_status(s: PassState, stage: str, name: str, endpoint: Endpoint | None):
