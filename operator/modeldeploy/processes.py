@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -153,6 +155,20 @@ def private_dir(path: Path) -> Path:
 def private_file(path: Path, flags: int) -> int:
     """An `opener` for open(): files it creates are 0600 (an existing file keeps its mode)."""
     return os.open(path, flags, 0o600)
+
+
+def write_private_json(path: Path, value: object, indent: int | None = None) -> None:
+    """Replace `path` whole with `value` as JSON, 0600: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", opener=private_file) as f:
+            json.dump(value, f, indent=indent)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 _PR_SET_PDEATHSIG = 1

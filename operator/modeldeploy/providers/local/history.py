@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -56,11 +55,7 @@ def read_marker(root: Path) -> Marker | None:
 
 def write_marker(root: Path, marker: Marker) -> None:
     """Atomically, 0600 (like the registry itself)."""
-    tmp = root / f".{MARKER}.{os.getpid()}.tmp"
-    with open(tmp, "w", opener=processes.private_file) as f:
-        json.dump(asdict(marker), f)
-        f.write("\n")
-    os.replace(tmp, root / MARKER)
+    processes.write_private_json(root / MARKER, asdict(marker))
 
 
 def begin(root: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
-import os
 import secrets
 import shutil
 import string
@@ -23,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from modeldeploy.processes import private_dir, private_file
+from modeldeploy.processes import private_dir, private_file, write_private_json
 from modeldeploy.providers.errors import GateMoved, TerminalError, read_only_refusal
 from modeldeploy.providers.interface import Hosting
 from modeldeploy.providers.local.pipeline import (
@@ -59,20 +58,6 @@ def project_arn(name: str) -> str:
     return f"local:project/{name}"
 
 
-def _write_json(path: Path, value: object) -> None:
-    """Replace `path` whole (a reader never sees half a file), 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", opener=private_file) as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class LocalProjects:
     """`interface.Projects` for the local provider."""
 
@@ -94,7 +79,7 @@ class LocalProjects:
             return None  # never made, deleted, or a create that did not finish
 
     def _save(self, data: dict) -> None:
-        _write_json(self._dir(data["name"]) / "project.json", data)
+        write_private_json(self._dir(data["name"]) / "project.json", data, indent=2)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -173,7 +158,7 @@ class LocalProjects:
         private_dir(self._dir(request.name))  # mkdir's mode does not reach a parent it makes
         repo = private_dir(self._dir(request.name) / "repo")
         for which, filename in CONFIG_FILES.items():
-            _write_json(repo / filename, seed_config(which))
+            write_private_json(repo / filename, seed_config(which), indent=2)
         project_id = "p-" + "".join(secrets.choice(_ID_CHARS) for _ in range(12))
         data = {
             "name": request.name,

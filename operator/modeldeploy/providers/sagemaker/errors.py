@@ -16,16 +16,23 @@ from botocore.exceptions import (
 
 from modeldeploy.providers.errors import aws_code, aws_message, from_aws
 
-NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "404"})
+NOT_FOUND_CODES = frozenset(
+    {"ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "404",
+     # CodePipeline: a project's pipeline is made a little after the project says complete.
+     "PipelineNotFoundException"}
+)  # fmt: skip
 _NOT_FOUND = re.compile(r"could not find|does not exist|not found", re.IGNORECASE)
 
 
 def is_not_found(err: ClientError) -> bool:
-    """SageMaker reports most missing resources as ValidationException "Could not find ..."."""
+    """SageMaker reports most missing resources as ValidationException "Could not find ...",
+    CloudFormation a stack never made (or deleted, asked by name) as ValidationError "... does
+    not exist"."""
     code = aws_code(err)
     if code in NOT_FOUND_CODES:
         return True
-    return code == "ValidationException" and bool(_NOT_FOUND.search(aws_message(err)))
+    validation = code in ("ValidationException", "ValidationError")
+    return validation and bool(_NOT_FOUND.search(aws_message(err)))
 
 
 def already_exists(err: ClientError) -> bool:

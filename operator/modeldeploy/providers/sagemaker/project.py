@@ -47,30 +47,6 @@ def version_of(package_arn: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _call(what: str, fn: Callable[..., Any], absent: Callable[[ClientError], bool], **kw: Any):
-    """A read; None when `absent` says the error means the thing does not exist (yet)."""
-    try:
-        return fn(**kw)
-    except ClientError as err:
-        if absent(err):
-            return None
-        raise errors.from_aws(err, what) from err
-    except BotoCoreError as err:
-        raise errors.from_aws(err, what) from err
-
-
-def _no_pipeline(err: ClientError) -> bool:
-    # The provisioned product makes the pipeline a little after the project says complete.
-    return errors.aws_code(err) == "PipelineNotFoundException"
-
-
-def _no_stack(err: ClientError) -> bool:
-    # CloudFormation's ValidationError for a stack never made (or deleted, asked by name).
-    return errors.aws_code(err).startswith("Validation") and "does not exist" in errors.aws_message(
-        err
-    )
-
-
 def _message(desc: dict) -> str:
     product = desc.get("ServiceCatalogProvisionedProductDetails") or {}
     if product.get("ProvisionedProductStatusMessage"):
@@ -188,15 +164,12 @@ class SageMakerProjects:
         self, pipeline: str
     ) -> tuple[tuple[PipelineStage, ...], tuple[remote.PipelineExecution, ...]]:
         cp = self.clients("codepipeline")
-        state = _call(
-            f"GetPipelineState {pipeline}", cp.get_pipeline_state, _no_pipeline, name=pipeline
-        )
+        state = call_or_none(f"GetPipelineState {pipeline}", cp.get_pipeline_state, name=pipeline)
         if state is None:
             return (), ()
-        listed = _call(
+        listed = call_or_none(
             f"ListPipelineExecutions {pipeline}",
             cp.list_pipeline_executions,
-            _no_pipeline,
             pipelineName=pipeline,
             maxResults=EXECUTIONS_READ,
         )
@@ -212,7 +185,7 @@ class SageMakerProjects:
 
     def _stack(self, name: str) -> Stack | None:
         cf = self.clients("cloudformation")
-        found = _call(f"DescribeStacks {name}", cf.describe_stacks, _no_stack, StackName=name)
+        found = call_or_none(f"DescribeStacks {name}", cf.describe_stacks, StackName=name)
         stack = next(iter((found or {}).get("Stacks") or []), None)
         return (
             Stack(name, stack["StackStatus"], stack.get("StackStatusReason", "")) if stack else None
