@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: install test lint fmt clean controlplane helm healthtools demo demo-project down \
-	reliability gitops-engines redis gitops-e2e image image-if-root image-test
+	reliability gitops-engines redis gitops-e2e image image-if-root image-test node node-if-root
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ helm:
 healthtools:
 	hack/build-healthtools.sh >/dev/null
 
-test: install lint controlplane helm healthtools image-if-root
+test: install lint controlplane helm healthtools image-if-root node-if-root
 	$(BIN)/pytest -q -ra
 
 # The slow tier of the reliability suite, not in `make test` (~15 min on 2 cores): 20
@@ -65,6 +65,17 @@ image:
 image-if-root:
 	@if [ "$$(id -u)" = 0 ]; then hack/build-image.sh >/dev/null; \
 	else echo "make image: skipped (needs root: podman is rootful); tests/test_image.py skips"; fi
+
+# A real node's binaries (kubelet, kube-proxy, scheduler, controller-manager, pause, CoreDNS)
+# and containerd from apt, for `modeldeploy cluster up --with-node` and the node tests. `make
+# test` does this when it runs as root; without root those tests skip and say why.
+node: install
+	@command -v containerd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd
+	hack/build-node.sh >/dev/null
+
+node-if-root:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory node; \
+	else echo "make node: skipped (needs root: kubelet, containerd); tests/test_node*.py skip"; fi
 
 # The image checked by running it: non-root, read-only root, `modeldeploy run` healthy against a
 # real API server, no compiler, pip cache or source tree (also part of `make test`).

@@ -183,13 +183,28 @@ def _add_cluster(sub: _Subparsers) -> None:
         default=os.environ.get("MODELDEPLOY_CLUSTER_DIR", ".cache/cluster"),
         help="certificates, etcd data, logs (default: .cache/cluster)",
     )
+    cluster.add_argument(
+        "--with-node",
+        action="store_true",
+        help="up: also a real node (containerd, kubelet, kube-proxy, controllers); needs root",
+    )
+    cluster.add_argument(
+        "--image",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="OCI_ARCHIVE",
+        help="up --with-node: load this image archive into the node (repeatable)",
+    )
     cluster.set_defaults(func=_cluster)
 
 
 def _cluster(args: argparse.Namespace) -> int:
     from modeldeploy.cluster.command import cluster_command
 
-    return cluster_command(args.action, Path(args.state_dir))
+    return cluster_command(
+        args.action, Path(args.state_dir), with_node=args.with_node, images=args.image
+    )
 
 
 def _add_local(sub: _Subparsers) -> None:

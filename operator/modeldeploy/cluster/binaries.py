@@ -19,6 +19,8 @@ from pathlib import Path
 BIN_DIR_ENV = "MODELDEPLOY_CONTROLPLANE_BIN_DIR"
 SOURCE_DIR_ENV = "MODELDEPLOY_SOURCE_DIR"
 SCRIPT = Path("hack", "build-controlplane.sh")
+NODE_SCRIPT = Path("hack", "build-node.sh")
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "pause")
 _HERE = Path(__file__).resolve()
 
 
@@ -56,15 +58,15 @@ def _checkout_of_this_module() -> Path | None:
     return None
 
 
-def build_script() -> Path:
-    """hack/build-controlplane.sh of $MODELDEPLOY_SOURCE_DIR, else of the checkout this package
-    runs from; BinariesError naming both ways out when there is none."""
+def build_script(script_path: Path = SCRIPT) -> Path:
+    """hack/build-controlplane.sh (or another build script) of $MODELDEPLOY_SOURCE_DIR, else of
+    the checkout this package runs from; BinariesError naming both ways out when there is none."""
     source = os.environ.get(SOURCE_DIR_ENV)
     if source:
-        script = Path(source) / SCRIPT
+        script = Path(source) / script_path
         if not script.is_file():
             raise BinariesError(
-                f"{SOURCE_DIR_ENV}={source} has no {SCRIPT}: point it at a checkout of the "
+                f"{SOURCE_DIR_ENV}={source} has no {script_path}: point it at a checkout of the "
                 "modeldeploy repository"
             )
         return script
@@ -76,7 +78,7 @@ def build_script() -> Path:
             f"{BIN_DIR_ENV} to a directory holding the three binaries, or {SOURCE_DIR_ENV} to "
             f"a checkout of the modeldeploy repository (its {SCRIPT} builds them with Go)"
         )
-    return root / SCRIPT
+    return root / script_path
 
 
 def ensure_binaries(*, build: bool = True) -> Binaries:
@@ -88,6 +90,20 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
     if override:
         return Binaries.in_dir(Path(override))
     script = build_script()
+    return Binaries.in_dir(_built(script, build))
+
+
+def ensure_node_binaries() -> Path:
+    """The directory of the node's binaries (NODE_BINARIES) for the current pins, built first
+    when needed (hack/build-node.sh: minutes)."""
+    bin_dir = _built(build_script(NODE_SCRIPT), build=True)
+    missing = [b for b in NODE_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    if missing:
+        raise BinariesError(f"not executable in {bin_dir}: {', '.join(missing)}")
+    return bin_dir
+
+
+def _built(script: Path, build: bool) -> Path:
     args = [str(script)] if build else [str(script), "--print-dir"]
     # stderr passes through: a cold build prints its progress and timings there.
     proc = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
@@ -97,9 +113,6 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
     if not lines:
         raise BinariesError(f"{script.name} printed no directory")
     bin_dir = Path(lines[-1])
-    try:
-        return Binaries.in_dir(bin_dir)
-    except BinariesError as e:
-        if build:
-            raise
-        raise BinariesError(f"{e}; run {script} (or `make controlplane`) first") from None
+    if not build and not bin_dir.is_dir():
+        raise BinariesError(f"{bin_dir} does not exist; run {script} first")
+    return bin_dir

@@ -31,13 +31,11 @@ from typing import Any
 from modeldeploy import processes
 from modeldeploy.processes import alive as process_alive
 
+from .apiserver import apiserver_argv
 from .binaries import Binaries, ensure_binaries
 from .kubeconfig import LOOPBACK, write_kubeconfig
 from .pki import CertPair, ClusterPKI
 
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-# A constant issuer (not the URL with its port) keeps tokens valid when the port changes.
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -75,13 +73,13 @@ class ControlPlane:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _read_state(self) -> dict[str, Any]:
+    def read_state(self) -> dict[str, Any]:
         try:
             return json.loads(self._state_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def _write_state(self, state: dict[str, Any]) -> None:
+    def write_state(self, state: dict[str, Any]) -> None:
         tmp = self._state_file.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         with open(tmp, "w", opener=processes.private_file) as f:
@@ -105,17 +103,23 @@ class ControlPlane:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def up(self, timeout: float = 120.0) -> Path:
-        """Start what is not running (or reuse what is), wait for /readyz; the admin kubeconfig."""
+    def up(self, timeout: float = 120.0, node_ip: str | None = None) -> Path:
+        """Start what is not running (or reuse what is), wait for /readyz; the admin kubeconfig.
+
+        `node_ip`: the API server serves a node (see `apiserver_argv`) on that address instead
+        of loopback; a running API server of the other kind is restarted.
+        """
+        host = node_ip or LOOPBACK
         with self._locked():
-            self.pki.ensure()
-            state = self._read_state()
+            self.pki.ensure(node=node_ip is not None)
+            state = self.read_state()
             etcd, api = state.get("etcd"), state.get("apiserver")
-            if self._running(etcd) and self._running(api):
+            same_kind = bool(api) and api.get("host", LOOPBACK) == host
+            if self._running(etcd) and self._running(api) and same_kind:
                 self._wait_ready(api, timeout)
-                self._write_kubeconfig(api["port"])
+                self._write_kubeconfig(api["port"], host)
                 return self.kubeconfig_path
-            if self._running(api):  # an API server without its etcd is of no use
+            if self._running(api):  # no etcd behind it, or serving the other kind of cluster
                 _stop(api["pid"], api["argv0"])
             binaries = self._binaries or ensure_binaries()
             # The ports of the last run, kept by `down`: a client (an operator) that read the
@@ -134,16 +138,18 @@ class ControlPlane:
                     if not self._running(etcd):
                         etcd = self._start_etcd(binaries, prev_etcd if attempt == 1 else {})
                         state["etcd"] = etcd
-                        self._write_state(state)
+                        self.write_state(state)
                         self._wait_etcd(etcd, deadline)
-                    api = self._start_apiserver(binaries, etcd, prev_api if attempt == 1 else {})
+                    api = self._start_apiserver(
+                        binaries, etcd, prev_api if attempt == 1 else {}, host
+                    )
                     state["apiserver"] = api
                     state["ports"] = {
                         "etcd": etcd["client_port"],
                         "etcd_peer": etcd["peer_port"],
                         "apiserver": api["port"],
                     }
-                    self._write_state(state)
+                    self.write_state(state)
                     self._wait_ready(api, max(1.0, deadline - time.monotonic()))
                     break
                 except _ExitedEarly:
@@ -156,7 +162,7 @@ class ControlPlane:
                     f"(and any operator started with one) still point to {wanted}: give them "
                     f"{self.kubeconfig_path} (or user kubeconfigs minted again) and restart them"
                 )
-            self._write_kubeconfig(api["port"])
+            self._write_kubeconfig(api["port"], host)
             return self.kubeconfig_path
 
     def down(self, purge: bool = False) -> bool:
@@ -167,20 +173,20 @@ class ControlPlane:
         if not self.state_dir.is_dir():
             return False
         with self._locked():
-            state = self._read_state()
+            state = self.read_state()
             was_running = False
             for name in ("apiserver", "etcd"):
                 entry = state.pop(name, None)
                 if entry and process_alive(entry["pid"], entry["argv0"]):
                     was_running = True
                     _stop(entry["pid"], entry["argv0"])
-                self._write_state(state)
+                self.write_state(state)
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return was_running
 
     def status(self) -> dict[str, Any]:
-        state = self._read_state()
+        state = self.read_state()
         etcd, api = state.get("etcd"), state.get("apiserver")
         out: dict[str, Any] = {
             "state_dir": str(self.state_dir),
@@ -222,17 +228,19 @@ class ControlPlane:
 
         RBAC decides what it may do: bind a (Cluster)Role to the user or one of its groups.
         """
-        state = self._read_state()
+        state = self.read_state()
         if not state.get("apiserver"):
             raise ControlPlaneError("control plane is not up")
         pair = self.pki.mint_user(user, groups)
         path = pair.cert.with_suffix(".kubeconfig")
-        write_kubeconfig(path, state["apiserver"]["port"], self.pki.ca.cert, pair, user)
+        api = state["apiserver"]
+        host = api.get("host", LOOPBACK)
+        write_kubeconfig(path, host, api["port"], self.pki.ca.cert, pair, user)
         return path
 
     # -- etcd --------------------------------------------------------------------------------
 
-    def _spawn(self, argv: list[str], log: Path) -> int:
+    def spawn(self, argv: list[str], log: Path) -> int:
         with open(log, "ab", opener=processes.private_file) as out:
             out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {argv[0]}\n".encode())
             out.flush()
@@ -278,7 +286,7 @@ class ControlPlane:
             "--unsafe-no-fsync",
             "--log-level=warn",
         ]
-        pid = self._spawn(argv, self._log("etcd"))
+        pid = self.spawn(argv, self._log("etcd"))
         return {
             "pid": pid,
             "argv0": argv[0],
@@ -302,39 +310,22 @@ class ControlPlane:
     # -- kube-apiserver ----------------------------------------------------------------------
 
     def _start_apiserver(
-        self, binaries: Binaries, etcd: dict[str, Any], previous: dict[str, Any]
+        self, binaries: Binaries, etcd: dict[str, Any], previous: dict[str, Any], host: str
     ) -> dict[str, Any]:
         port = previous.get("port")
         if not (port and processes.port_free(port)):
             (port,) = processes.free_ports(1)
         cert_dir = self.state_dir / "apiserver-certs"
         processes.private_dir(cert_dir)
-        pki = self.pki
-        # envtest's flag set: RBAC, service-account issuer and keys, no ServiceAccount admission
-        # (no controller creates the default ServiceAccount), loopback only.
-        argv = [
-            str(binaries.kube_apiserver),
-            f"--etcd-servers={etcd['url']}",
-            f"--etcd-cafile={pki.etcd_ca.cert}",
-            f"--etcd-certfile={pki.etcd_client.cert}",
-            f"--etcd-keyfile={pki.etcd_client.key}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
-            f"--secure-port={port}",
-            f"--cert-dir={cert_dir}",
-            f"--tls-cert-file={pki.serving.cert}",
-            f"--tls-private-key-file={pki.serving.key}",
-            f"--client-ca-file={pki.ca.cert}",
-            "--authorization-mode=RBAC",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki.sa_public_key}",
-            f"--service-account-signing-key-file={pki.sa_private_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-        ]
-        pid = self._spawn(argv, self._log("kube-apiserver"))
-        return {"pid": pid, "argv0": argv[0], "port": port, "url": f"https://{LOOPBACK}:{port}"}
+        argv = apiserver_argv(binaries, self.pki, etcd["url"], port, cert_dir, host)
+        pid = self.spawn(argv, self._log("kube-apiserver"))
+        return {
+            "pid": pid,
+            "argv0": argv[0],
+            "port": port,
+            "host": host,
+            "url": f"https://{host}:{port}",
+        }
 
     def _ssl_context(self, client: CertPair | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
@@ -379,8 +370,9 @@ class ControlPlane:
         except (urllib.error.URLError, OSError, ssl.SSLError, json.JSONDecodeError):
             return None
 
-    def _write_kubeconfig(self, port: int) -> None:
-        write_kubeconfig(self.kubeconfig_path, port, self.pki.ca.cert, self.pki.admin, "admin")
+    def _write_kubeconfig(self, port: int, host: str) -> None:
+        pki = self.pki
+        write_kubeconfig(self.kubeconfig_path, host, port, pki.ca.cert, pki.admin, "admin")
 
 
 class _ExitedEarly(ControlPlaneError):

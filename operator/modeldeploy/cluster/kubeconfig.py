@@ -14,7 +14,9 @@ CLUSTER_NAME = "modeldeploy-local"
 LOOPBACK = "127.0.0.1"
 
 
-def write_kubeconfig(path: Path, port: int, ca: Path, client: CertPair, user: str) -> None:
+def write_kubeconfig(
+    path: Path, host: str, port: int, ca: Path, client: CertPair, user: str
+) -> None:
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
 
@@ -25,7 +27,7 @@ def write_kubeconfig(path: Path, port: int, ca: Path, client: CertPair, user: st
             {
                 "name": CLUSTER_NAME,
                 "cluster": {
-                    "server": f"https://{LOOPBACK}:{port}",
+                    "server": f"https://{host}:{port}",
                     "certificate-authority-data": b64(ca),
                 },
             }

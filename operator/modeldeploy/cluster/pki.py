@@ -34,8 +34,9 @@ SERVING_DNS_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 # 127.0.0.1 is where we bind; 10.0.0.1 is the first address of --service-cluster-ip-range, which
-# kube-apiserver gives the `kubernetes` Service.
-SERVING_IPS = ("127.0.0.1", "10.0.0.1")
+# kube-apiserver gives the `kubernetes` Service; NODE_IP is where we bind with a local node.
+NODE_IP = "10.244.0.1"
+SERVING_IPS = ("127.0.0.1", "10.0.0.1", NODE_IP)
 VALIDITY = dt.timedelta(days=365)
 # Backdating absorbs small clock differences between whoever mints and whoever verifies.
 BACKDATE = dt.timedelta(minutes=5)
@@ -79,6 +80,7 @@ class ClusterPKI:
     etcd_ca = _Pair("etcd-ca")
     etcd_server = _Pair("etcd-server")  # also etcd's peer certificate (server and client auth)
     etcd_client = _Pair("apiserver-etcd-client")  # the API server's (and `status`'s), for etcd
+    kubelet_client = _Pair("apiserver-kubelet-client")  # the API server's, for a node's kubelet
 
     @property
     def sa_public_key(self) -> Path:
@@ -100,13 +102,20 @@ class ClusterPKI:
             and self.sa_private_key.is_file()
         )
 
-    def ensure(self) -> ClusterPKI:
-        """Create whatever is missing; keep what exists so kubeconfigs stay valid across runs."""
+    def ensure(self, node: bool = False) -> ClusterPKI:
+        """Create whatever is missing; keep what exists so kubeconfigs stay valid across runs.
+
+        `node`: also the API server's client certificate for the kubelet."""
         private_dir(self.dir)
-        _ensure_ca(self.ca, "modeldeploy-local-ca", (self.serving, self.admin))
+        issued = (self.serving, self.admin, self.kubelet_client)
+        _ensure_ca(self.ca, "modeldeploy-local-ca", issued)
         _ensure_ca(self.etcd_ca, "modeldeploy-local-etcd-ca", (self.etcd_server, self.etcd_client))
-        if not self.serving.exists():
+        # A serving certificate of an older release may lack an address we now bind.
+        if not (self.serving.exists() and _serves_all(self.serving.cert)):
             mint_serving_cert(self.ca, self.serving)
+        if node and not self.kubelet_client.exists():
+            # The kubelet authorizes it by SubjectAccessReview: logs, exec, port-forward.
+            mint_client_cert(self.ca, self.kubelet_client, "kube-apiserver", ["system:masters"])
         if not self.admin.exists():
             mint_client_cert(self.ca, self.admin, "admin", ["system:masters"])
         if not self.etcd_server.exists():
@@ -245,6 +254,16 @@ def mint_serving_cert(ca: CertPair, out: CertPair) -> CertPair:
     )
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
     return _leaf(ca, out, subject, ExtendedKeyUsageOID.SERVER_AUTH, san)
+
+
+def _serves_all(cert_path: Path) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return set(SERVING_IPS) <= have
 
 
 def mint_etcd_server_cert(ca: CertPair, out: CertPair) -> CertPair:
