@@ -1,6 +1,6 @@
 """`modeldeploy cluster up --with-node`: a real node (containerd, kubelet, kube-proxy, the
 controllers) runs pods of the operator image, serves them through a Service, gives them a
-token for the API server, and `cluster down` leaves the host exactly as it found it.
+token for the API server, resolves Service names (CoreDNS), and `cluster down` leaves the host exactly as it found it.
 
 Runs as root with containerd (`make test` installs it); skips with the reason elsewhere.
 """
@@ -98,6 +98,11 @@ def test_a_node_runs_pods_and_down_leaves_the_host_as_it_was(tmp_path: Path) -> 
         assert _get_within(f"http://{ip}/", 20) == 200  # kube-proxy's rules, from the host
         call = kubectl(kubeconfig, "exec", "deploy/web", "--", "python3", "-c", IN_POD_API_CALL)
         assert call.stdout.strip() == "200"
+        # Cluster DNS (CoreDNS beside the kubelet): a Service by its short and its full name.
+        resolve = "import socket; print(socket.gethostbyname('web'), socket.gethostbyname("
+        resolve += "'kubernetes.default.svc.cluster.local'))"
+        names = kubectl(kubeconfig, "exec", "deploy/web", "--", "python3", "-c", resolve).stdout
+        assert names.split() == [ip, "10.0.0.1"]
         logs = kubectl(kubeconfig, "logs", "deploy/web").stdout  # the API server -> kubelet
         assert "GET / HTTP/1.1" in logs
     finally:

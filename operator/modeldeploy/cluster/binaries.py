@@ -20,7 +20,14 @@ BIN_DIR_ENV = "MODELDEPLOY_CONTROLPLANE_BIN_DIR"
 SOURCE_DIR_ENV = "MODELDEPLOY_SOURCE_DIR"
 SCRIPT = Path("hack", "build-controlplane.sh")
 NODE_SCRIPT = Path("hack", "build-node.sh")
-NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "pause")
+NODE_BINARIES = (
+    "kubelet",
+    "kube-proxy",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "pause",
+    "coredns",
+)
 _HERE = Path(__file__).resolve()
 
 

@@ -7,9 +7,8 @@ and pods use `imagePullPolicy: Never`.
 The node needs root and changes the host; `HostState` is taken before the first `up` and `down`
 puts it back. Its pod network is a bridge `mdnode0` holding NODE_IP, which is also where the API
 server binds in node mode: a host-only address that pods reach through their gateway and that
-nothing outside this machine routes to. No cluster DNS: the operator reaches the API server
-through KUBERNETES_SERVICE_HOST and reaches endpoints by their ClusterIP, which the local
-provider records, so nothing here needs service names.
+nothing outside this machine routes to. CoreDNS runs beside the kubelet on that address and is
+the pods' resolver: the local provider's endpoint URLs are Service names.
 """
 
 from __future__ import annotations
@@ -32,18 +31,19 @@ from .images import PAUSE_IMAGE, import_image, write_single_binary_image
 from .nodeconfig import (
     BRIDGE,
     CNI_BIN_DIR,
+    COREDNS_RBAC,
+    COREDNS_USER,
     NODE_NAME,
     POD_CIDR,
     NodePaths,
     cni_conflist,
     containerd_toml,
+    corefile,
     kube_proxy_yaml,
     kubelet_yaml,
 )
 from .pki import NODE_IP
 
-# Stopped in this order by `down`; started in the reverse.
-COMPONENTS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "containerd")
 RUN_DIR = Path("/run/modeldeploy-node")
 DRAIN_SECONDS = 60.0
 
@@ -82,10 +82,15 @@ class Node:
     def ctr(self) -> list[str]:
         return ["ctr", "--address", str(self.paths.containerd_sock)]
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         kubectl = ensure_binaries(build=False).kubectl
         argv = [str(kubectl), f"--kubeconfig={self.cp.kubeconfig_path}", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check)
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
+        if check and proc.returncode != 0:
+            raise NodeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
 
     # -- up ----------------------------------------------------------------------------------
 
@@ -112,6 +117,7 @@ class Node:
             bin_dir / "pause", PAUSE_IMAGE, self.paths.root / "pause.oci.tar"
         )
         import_image(self.ctr, pause)
+        self.kubectl("apply", "-f", "-", input=COREDNS_RBAC)
         for name, argv in self._argv(bin_dir).items():
             if not self._running(node.get(name)):
                 node[name] = self._spawn(argv, name)
@@ -140,6 +146,7 @@ class Node:
             "kube-proxy": ("system:kube-proxy", []),
             "kube-scheduler": ("system:kube-scheduler", []),
             "kube-controller-manager": ("system:kube-controller-manager", []),
+            "coredns": (COREDNS_USER, []),
         }
         self.kubeconfigs = {
             name: self.cp.user_kubeconfig(user, groups) for name, (user, groups) in users.items()
@@ -149,6 +156,7 @@ class Node:
             p.cni_conf_dir / "10-modeldeploy.conflist": cni_conflist(p),
             p.kubelet_config: kubelet_yaml(p, self.cp.pki.ca.cert),
             p.kube_proxy_config: kube_proxy_yaml(self.kubeconfigs["kube-proxy"]),
+            p.corefile: corefile(self.kubeconfigs["coredns"]),
         }
         for path, text in files.items():
             with open(path, "w", opener=processes.private_file) as f:
@@ -174,6 +182,7 @@ class Node:
                 "--leader-elect=false",
                 "--secure-port=0",
             ],
+            "coredns": [str(bin_dir / "coredns"), "-conf", str(self.paths.corefile)],
             "kube-proxy": [
                 str(bin_dir / "kube-proxy"),
                 f"--config={self.paths.kube_proxy_config}",
@@ -230,7 +239,7 @@ class Node:
             self._stop(node.pop(name, None))
         if self._running(node.get("kubelet")) and self._running(node.get("containerd")):
             self._drain()
-        for name in ("kubelet", "kube-proxy"):
+        for name in ("kubelet", "kube-proxy", "coredns"):
             self._stop(node.pop(name, None))
         if self.paths.kube_proxy_config.is_file():
             # Removes kube-proxy's chains (the KUBE-* of kube-proxy) the way it knows best.

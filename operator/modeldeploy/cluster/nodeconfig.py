@@ -17,6 +17,28 @@ NODE_NAME = "modeldeploy-node"
 BRIDGE = "mdnode0"
 POD_CIDR = "10.244.0.0/24"
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+CLUSTER_DOMAIN = "cluster.local"
+COREDNS_USER = "modeldeploy:coredns"
+# What CoreDNS's kubernetes plugin reads, for the user its client certificate names.
+COREDNS_RBAC = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "{COREDNS_USER}"}}
+rules:
+- apiGroups: [""]
+  resources: [services, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "{COREDNS_USER}"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "{COREDNS_USER}"}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{COREDNS_USER}"}}
+"""
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,10 @@ class NodePaths:
     @property
     def kube_proxy_config(self) -> Path:
         return self.root / "kube-proxy.yaml"
+
+    @property
+    def corefile(self) -> Path:
+        return self.root / "Corefile"
 
     @property
     def host_before(self) -> Path:
@@ -146,8 +172,32 @@ def kubelet_yaml(p: NodePaths, ca: Path) -> str:
             "nodefs.inodesFree": "1%",
         },
         "serializeImagePulls": False,
+        # CoreDNS runs beside the kubelet on the node's address (see corefile).
+        "clusterDNS": [NODE_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
     }
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def corefile(kubeconfig: Path) -> str:
+    """Service names of the cluster, and everything else forwarded to the host's resolvers;
+    bound to the node's address only, where pods reach it through their gateway."""
+    return f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {NODE_IP}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods disabled
+    }}
+    cache 5
+    errors
+}}
+.:53 {{
+    bind {NODE_IP}
+    forward . /etc/resolv.conf
+    cache 30
+    errors
+}}
+"""
 
 
 def kube_proxy_yaml(kubeconfig: Path) -> str:
