@@ -31,7 +31,11 @@ ENV PATH=/opt/modeldeploy/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=builder /opt/modeldeploy /opt/modeldeploy
-# A fixed non-root uid/gid (the "nonroot" convention), matching the manifests' runAsUser.
+# A fixed non-root uid/gid (the "nonroot" convention), matching the manifests' runAsUser, with
+# a name: kopf names its identity after it (getpass.getuser()), which fails for a uid that
+# /etc/passwd does not know, as under Kubernetes (podman adds one by itself).
+RUN echo "modeldeploy:x:65532:65532:modeldeploy:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+    && echo "modeldeploy:x:65532:" >> /etc/group
 USER 65532:65532
 WORKDIR /tmp
 # Metrics on 8080 (MODELDEPLOY_METRICS_PORT, set by the chart), kopf's liveness probe on 8081.

@@ -37,18 +37,19 @@ class Emulator:
     log: IO[bytes]
 
     @classmethod
-    def start(cls, timeout: float = 30.0) -> Emulator:
+    def start(cls, timeout: float = 30.0, host: str = "127.0.0.1") -> Emulator:
+        """`host`: where it listens; pods of a local node reach it on the node's address."""
         last = ""
         for _ in range(3):  # the free port may be taken between probe and bind: try another
             port = free_port()
             # The server logs every request: a file, not a pipe nobody drains, takes them.
             log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-            emulator = cls(f"http://127.0.0.1:{port}", proc, log)
+            emulator = cls(f"http://{host}:{port}", proc, log)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and proc.poll() is None:
                 if emulator.ready():
