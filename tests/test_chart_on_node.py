@@ -3,7 +3,10 @@ the chart's ServiceAccount and RBAC, and drives a ModelDeployment of the local p
 kubernetes hosting end to end. Its staging and production endpoints are `modeldeploy serve`
 pods (the operator image) that answer real XGBoost predictions through their Services; the
 registry lives on a real volume (a hostPath PersistentVolume on the node) and survives the
-operator pod being deleted mid-pipeline, with no duplicate version or endpoint.
+operator pod being deleted mid-pipeline, with no duplicate version or endpoint. Faults on the
+node: an endpoint pod lost (and kept from coming back by a cordon) shows in the status until
+its ReplicaSet's replacement serves; an endpoint whose pods cannot start (an image the node
+lacks) fails with the kubelet's reason in the status.
 
 The AWS emulator holds the artifacts (the local provider in a cluster fetches s3:// only) and
 listens on the node's address, which pods reach through their gateway.
@@ -44,6 +47,7 @@ BUCKET = "node-artifacts"
 NAME = "breast-cancer"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +103,8 @@ def installed(
         "provider": "local",
         "region": REGION,
         "pollSeconds": 2,
+        # A lost endpoint pod is noticed at the next resync (the faults below wait for it).
+        "resyncSeconds": 3,
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "extraEnv": aws,
         "local": {
@@ -106,7 +112,8 @@ def installed(
             "endpointNamespace": APPS,
             "endpointEnv": aws[:2],
             "persistence": {"enabled": True, "storageClassName": "node-local"},
-            "progressDeadlineSeconds": 120,
+            # A pod that cannot start fails its endpoint after this long.
+            "progressDeadlineSeconds": 30,
         },
     }
     values_path = state_volume.parent / "values.yaml"
@@ -200,13 +207,7 @@ def test_a_model_reaches_production_in_pods_and_survives_an_operator_restart(
     node_cluster: NodeCluster, installed: dict, emulator: Emulator, seed, state_volume: Path
 ) -> None:
     kc = node_cluster.kubeconfig
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=emulator.url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = boto3.client("s3", endpoint_url=emulator.url, region_name=REGION, **AWS_KEYS)
     s3.create_bucket(Bucket=BUCKET)
     s3.upload_file(str(seed.model_tar), BUCKET, "seed/model.tar.gz")
     s3.upload_file(str(seed.evaluation), BUCKET, "seed/evaluation.json")
@@ -262,3 +263,116 @@ def test_a_model_reaches_production_in_pods_and_survives_an_operator_restart(
         assert status[stage]["url"].startswith(f"http://{name.lower()}.{APPS}.svc:8080")
     # The registry is on the volume, not in the pod.
     assert any(state_volume.rglob("*.db")) or any(state_volume.iterdir())
+
+
+def test_the_operator_pod_drives_the_sagemaker_provider_against_the_emulator(
+    node_cluster: NodeCluster, installed: dict, emulator: Emulator, seed
+) -> None:
+    """The same pod, a ModelDeployment of `provider: sagemaker`: every AWS call leaves the pod
+    for the emulator on the node's address (AWS_ENDPOINT_URL from the chart's extraEnv)."""
+    kc = node_cluster.kubeconfig
+    doc = yaml.safe_load((CHART.parents[1] / "manifests/examples/automatic.yaml").read_text())
+    bucket, key = doc["spec"]["model"]["artifact"][5:].split("/", 1)
+    _, metrics_key = doc["spec"]["model"]["metrics"][5:].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=emulator.url, region_name=REGION, **AWS_KEYS)
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(seed.model_tar), bucket, key)
+    s3.upload_file(str(seed.evaluation), bucket, metrics_key)
+    # The emulator's endpoints answer InvokeEndpoint with what it is told (no container runs).
+    emulator.set_invoke_results([{"Body": "0.0125\n", "ContentType": "text/csv"}])
+    t = time.monotonic()
+    kubectl(kc, "-n", APPS, "apply", "-f", "-", input=yaml.safe_dump(doc))
+    name = doc["metadata"]["name"]
+    status = wait_for("Deployed", phase_is(kc, APPS, name, "Deployed", production=1), timeout=180)
+    print(f"sagemaker provider from the pod: apply -> Deployed {time.monotonic() - t:.1f}s")
+    sm = boto3.client("sagemaker", endpoint_url=emulator.url, region_name=REGION, **AWS_KEYS)
+    names = sorted(e["EndpointName"] for e in sm.list_endpoints()["Endpoints"])
+    assert names == sorted(
+        [status["staging"]["endpointName"], status["production"]["endpointName"]]
+    )
+    kubectl(kc, "-n", APPS, "delete", "mdep", name, "--timeout=90s")
+    assert sm.list_endpoints()["Endpoints"] == []
+
+
+def stage_status(kc: Path, name: str, stage: str) -> dict:
+    return (get(kc, APPS, name).get("status") or {}).get(stage) or {}
+
+
+def test_a_lost_endpoint_pod_shows_in_the_status_until_it_is_replaced(
+    node_cluster: NodeCluster, installed: dict, seed
+) -> None:
+    kc = node_cluster.kubeconfig
+    name = stage_status(kc, NAME, "staging")["endpointName"]
+    label = f"modeldeploy.dev/endpoint={name.lower()}"
+    (pod,) = json.loads(kubectl(kc, "-n", APPS, "get", "pods", "-l", label, "-o", "json").stdout)[
+        "items"
+    ]
+    # The cordon keeps the replacement Pending, so the window is not a race with the resync.
+    kubectl(kc, "cordon", "modeldeploy-node")
+    try:
+        kubectl(kc, "-n", APPS, "delete", "pod", pod["metadata"]["name"], "--grace-period=1")
+        down = wait_for(
+            "the loss in the status",
+            lambda: (
+                (st := stage_status(kc, NAME, "staging")).get("endpointStatus") == "SystemUpdating"
+                and st
+            ),
+            timeout=60,
+        )
+        assert "no ready pod" in down["failureReason"]
+        assert "not scheduled" in down["failureReason"]  # the scheduler's words, verbatim
+    finally:
+        kubectl(kc, "uncordon", "modeldeploy-node")
+    back = wait_for(
+        "the replacement serving",
+        lambda: (
+            (st := stage_status(kc, NAME, "staging")).get("endpointStatus") == "InService" and st
+        ),
+        timeout=90,
+    )
+    assert back["version"] == 1
+    status = get(kc, APPS, NAME)["status"]
+    assert status["phase"] == "Deployed" and [v["version"] for v in status["versions"]] == [1]
+    assert len(endpoint_pods(kc)) == 2
+
+
+def test_an_endpoint_whose_pods_cannot_start_fails_with_the_kubelets_reason(
+    node_cluster: NodeCluster, installed: dict, seed, helm: Helm, tmp_path: Path
+) -> None:
+    kc = node_cluster.kubeconfig
+    values = dict(installed)
+    values["local"] = dict(values["local"], serveImage="localhost/modeldeploy:missing")
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    ok(
+        helm(
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NS,
+            "--values",
+            path,
+            "--kubeconfig",
+            kc,
+            "--wait",
+            "--timeout",
+            "180s",
+        )
+    )
+    doc = yaml.safe_load((CHART.parents[1] / "manifests/examples/local.yaml").read_text())
+    doc["metadata"]["name"] = doc["spec"]["modelPackageGroup"]["name"] = "no-image"
+    doc["spec"]["model"]["artifact"] = f"s3://{BUCKET}/seed/model.tar.gz"
+    doc["spec"]["model"]["metrics"] = f"s3://{BUCKET}/seed/evaluation.json"
+    kubectl(kc, "-n", APPS, "apply", "-f", "-", input=yaml.safe_dump(doc))
+    failed = wait_for(
+        "staging failed",
+        lambda: (
+            (st := stage_status(kc, "no-image", "staging")).get("endpointStatus") == "Failed" and st
+        ),
+        timeout=120,
+    )
+    assert "ErrImageNeverPull" in failed["failureReason"], failed
+    status = get(kc, APPS, "no-image")["status"]
+    assert "ErrImageNeverPull" in json.dumps(status["conditions"]), status["conditions"]
+    kubectl(kc, "-n", APPS, "delete", "mdep", "no-image", "--timeout=90s")

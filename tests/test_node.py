@@ -1,6 +1,7 @@
 """`modeldeploy cluster up --with-node`: a real node (containerd, kubelet, kube-proxy, the
 controllers) runs pods of the operator image, serves them through a Service, gives them a
-token for the API server, resolves Service names (CoreDNS), and `cluster down` leaves the host exactly as it found it.
+token for the API server, resolves Service names (CoreDNS), and `cluster down` leaves the
+host exactly as it found it.
 
 Runs as root with containerd (`make test` installs it); skips with the reason elsewhere.
 """
