@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint fmt clean controlplane helm healthtools demo demo-project down \
+.PHONY: install test lint fmt clean controlplane helm healthtools demo demo-project demo-cluster down \
 	reliability gitops-engines redis gitops-e2e image image-if-root image-test node node-if-root
 
 install: $(VENV)/.installed
@@ -92,8 +92,14 @@ demo: install controlplane
 demo-project: install controlplane
 	$(BIN)/python hack/demo.py up --project
 
+# The same seed pipeline with everything in pods on a real node (operator, staging and
+# production endpoints), installed by the Helm chart; needs root. `make down` stops it too.
+demo-cluster: install controlplane helm node image
+	$(BIN)/python hack/demo_cluster.py up
+
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; fi
+	@if [ -d .cache/demo-cluster ]; then $(BIN)/python hack/demo_cluster.py down; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "demo"
 NAME = "breast-cancer-local"
 PROJECT_NAME = "breast-cancer"  # project mode: endpoints breast-cancer-staging / -prod
+# Endpoints are on this machine (loopback, or a node's Service): never through a proxy.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 BOLD, RED, GREEN, RESET = "\033[1m", "\033[31m", "\033[32m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = RED = GREEN = RESET = ""
@@ -260,7 +262,7 @@ class Demo:
             url, data=body.encode(), headers={"Content-Type": "text/csv"}, method="POST"
         )
         start = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as resp:
+        with NO_PROXY.open(request, timeout=30) as resp:
             scores = np.array([float(x) for x in resp.read().decode().split()])
         took = (time.perf_counter() - start) * 1000
         print(f"    POST {url}: {len(scores)} rows in {took:.1f} ms")
