@@ -19,6 +19,12 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/modeldeploy/bin/pip install --no-cache-dir --constraint requirements/runtime.txt \
         /wheels/modeldeploy-*.whl \
     && /opt/modeldeploy/bin/pip uninstall --yes pip
+# The base's users plus a name for uid 65532: kopf names its identity after it
+# (getpass.getuser()), which fails for a uid /etc/passwd does not know, as under Kubernetes
+# (podman adds one by itself). Written here: the final stage runs nothing.
+RUN mkdir /etc-final && cp /etc/passwd /etc/group /etc-final/ \
+    && echo "modeldeploy:x:65532:65532:modeldeploy:/tmp:/usr/sbin/nologin" >> /etc-final/passwd \
+    && echo "modeldeploy:x:65532:" >> /etc-final/group
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="modeldeploy" \
@@ -32,10 +38,9 @@ ENV PATH=/opt/modeldeploy/bin:$PATH \
     PYTHONUNBUFFERED=1
 COPY --from=builder /opt/modeldeploy /opt/modeldeploy
 # A fixed non-root uid/gid (the "nonroot" convention), matching the manifests' runAsUser, with
-# a name: kopf names its identity after it (getpass.getuser()), which fails for a uid that
-# /etc/passwd does not know, as under Kubernetes (podman adds one by itself).
-RUN echo "modeldeploy:x:65532:65532:modeldeploy:/tmp:/usr/sbin/nologin" >> /etc/passwd \
-    && echo "modeldeploy:x:65532:" >> /etc/group
+# the name the builder gave it.
+COPY --from=builder /etc-final/passwd /etc/passwd
+COPY --from=builder /etc-final/group /etc/group
 USER 65532:65532
 WORKDIR /tmp
 # Metrics on 8080 (MODELDEPLOY_METRICS_PORT, set by the chart), kopf's liveness probe on 8081.

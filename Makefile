@@ -67,10 +67,13 @@ image-if-root:
 	else echo "make image: skipped (needs root: podman is rootful); tests/test_image.py skips"; fi
 
 # A real node's binaries (kubelet, kube-proxy, scheduler, controller-manager, pause, CoreDNS)
-# and containerd from apt, for `modeldeploy cluster up --with-node` and the node tests. `make
+# and containerd, the CNI plugins and iptables from apt when missing, for `modeldeploy cluster up --with-node` and the node tests. `make
 # test` does this when it runs as root; without root those tests skip and say why.
 node: install
-	@command -v containerd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd
+	@missing=""; command -v containerd >/dev/null || missing="$$missing containerd"; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	hack/build-node.sh >/dev/null
 
 node-if-root:

@@ -14,7 +14,8 @@ mod_dir="$root/hack/controlplane"
 # The machine's own Go, never a downloaded toolchain; -mod=readonly: go.mod/go.sum are the pins.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
 
-pins_hash=$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+pins_hash=$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" "${BASH_SOURCE[0]}" "$root/hack/lib/k8s-ldflags.sh" |
+    sha256sum | cut -c1-16)
 out="${MODELDEPLOY_CACHE_DIR:-$root/.cache}/controlplane/$pins_hash"
 bin="$out/bin"
 binaries=(kube-apiserver kubectl etcd)
@@ -28,20 +29,9 @@ source "$root/hack/lib/cached-build.sh"
 cached_build_begin "$@"
 
 cd "$mod_dir"
-k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 etcd_version=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
-# The release tag's time: a reproducible build date.
-k8s_date=$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-# What the release build stamps (Kubernetes' hack/lib/version.sh): the servers read
-# component-base's variables, kubectl's client version reads client-go's. The module zip carries
-# no commit, so gitCommit keeps its placeholder.
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$k8s_date"
-done
+# shellcheck source=lib/k8s-ldflags.sh
+source "$root/hack/lib/k8s-ldflags.sh"
 
 tmp="$out/tmp.$$"
 rm -rf "$tmp"

@@ -16,7 +16,8 @@ mod_dir="$root/hack/controlplane"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
 
 pins_hash=$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" "$root/hack/node/pause.go" \
-    "$root/hack/node/coredns/go.mod" "$root/hack/node/coredns/go.sum" "${BASH_SOURCE[0]}" |
+    "$root/hack/node/coredns/go.mod" "$root/hack/node/coredns/go.sum" "${BASH_SOURCE[0]}" \
+    "$root/hack/lib/k8s-ldflags.sh" |
     sha256sum | cut -c1-16)
 out="${MODELDEPLOY_CACHE_DIR:-$root/.cache}/node/$pins_hash"
 bin="$out/bin"
@@ -30,17 +31,9 @@ source "$root/hack/lib/cached-build.sh"
 cached_build_begin "$@"
 
 cd "$mod_dir"
-k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-k8s_date=$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-# The same version stamps as hack/build-controlplane.sh: the kubelet reports them to the node
-# object, and a skew check compares them with the API server's.
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$k8s_date"
-done
+# The same version stamps as the control plane: the kubelet reports them on its Node.
+# shellcheck source=lib/k8s-ldflags.sh
+source "$root/hack/lib/k8s-ldflags.sh"
 
 tmp="$out/tmp.$$"
 rm -rf "$tmp"

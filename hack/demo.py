@@ -373,9 +373,13 @@ def main() -> int:
         "--project", action="store_true", help="up: the endpoints are deployed by a project"
     )
     args = parser.parse_args()
-    demo = Demo(Path(args.state_dir), project=args.project)
+    return run(Demo(Path(args.state_dir), project=args.project), args.action)
+
+
+def run(demo: Demo, action: str) -> int:
+    """`up` or `down`; 1 when a step failed (it said which and why)."""
     try:
-        demo.up() if args.action == "up" else demo.down()
+        demo.up() if action == "up" else demo.down()
     except StepFailed:
         print(f"{RED}The demo stopped. `make down` cleans up what it started.{RESET}")
         return 1

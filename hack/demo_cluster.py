@@ -31,7 +31,7 @@ import boto3
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BOLD, GREEN, NAMESPACE, NO_PROXY, RED, RESET, ROOT, Demo, StepFailed
+from demo import BOLD, GREEN, NAMESPACE, NO_PROXY, RED, RESET, ROOT, Demo, run
 
 from modeldeploy import __version__, processes
 from modeldeploy.cluster.pki import NODE_IP
@@ -213,13 +213,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print(f"{RED}make demo-cluster needs root (a real kubelet and containerd){RESET}")
         return 1
-    demo = ClusterDemo(Path(args.state_dir))
-    try:
-        demo.up() if args.action == "up" else demo.down()
-    except StepFailed:
-        print(f"{RED}The demo stopped. `make down` cleans up what it started.{RESET}")
-        return 1
-    return 0
+    return run(ClusterDemo(Path(args.state_dir)), args.action)
 
 
 if __name__ == "__main__":

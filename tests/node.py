@@ -16,13 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xgboost
 
 from modeldeploy import __version__
 from modeldeploy.cluster import ControlPlane
@@ -123,6 +127,28 @@ def host_differences(before: dict[str, object], after: dict[str, object]) -> lis
         if what != "sysctls" and before[what] != after[what]:
             out.append(f"{what}: before {before[what]!r}\n  after {after[what]!r}")
     return out
+
+
+# -- what a model served on the node answers --------------------------------------------------
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def local_prediction(model_tar: Path, row: str) -> float:
+    with tarfile.open(model_tar) as tar:
+        raw = tar.extractfile("xgboost-model").read()  # type: ignore[union-attr]
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(raw))
+    features = np.array([[float(x) for x in row.split(",")]])
+    return float(booster.predict(xgboost.DMatrix(features))[0])
+
+
+def post_row(url: str, row: str) -> float:
+    request = urllib.request.Request(
+        url, data=row.encode(), headers={"Content-Type": "text/csv"}, method="POST"
+    )
+    with _OPENER.open(request, timeout=30) as response:
+        return float(response.read().decode().split()[0])
 
 
 # -- a node for a test module --------------------------------------------------------------------

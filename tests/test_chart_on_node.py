@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import numpy as np
 import pytest
-import xgboost
 import yaml
 from deploy_artifacts import CHART, Helm, ok
 from emulator import REGION, Emulator
 from kube import kubectl
-from node import IMAGE, NodeCluster
+from node import IMAGE, NodeCluster, local_prediction, post_row
 from operator_process import get, phase_is, wait_for
 
 from modeldeploy.cluster.pki import NODE_IP
@@ -179,23 +176,6 @@ def test_the_operator_pod_runs_under_the_charts_identity(
     ).stdout.strip()
     assert can("patch", "modeldeployments.mlops.modeldeploy.dev/status", "-n", APPS) == "yes"
     assert can("get", "secrets", "-n", "kube-system") == "no"
-
-
-def local_prediction(model_tar: Path, row: str) -> float:
-    with tarfile.open(model_tar) as tar:
-        raw = tar.extractfile("xgboost-model").read()  # type: ignore[union-attr]
-    booster = xgboost.Booster()
-    booster.load_model(bytearray(raw))
-    features = np.array([[float(x) for x in row.split(",")]])
-    return float(booster.predict(xgboost.DMatrix(features))[0])
-
-
-def post_row(url: str, row: str) -> float:
-    request = urllib.request.Request(
-        url, data=row.encode(), headers={"Content-Type": "text/csv"}, method="POST"
-    )
-    with _OPENER.open(request, timeout=30) as response:
-        return float(response.read().decode().split()[0])
 
 
 def endpoint_pods(kc: Path) -> list[dict]:

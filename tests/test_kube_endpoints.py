@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost
-import yaml
 from emulator import free_port
 from kube import kubectl
 from kubernetes import config as k8s_config
 from providers import deploy_request
 
 from modeldeploy.cli import build_parser as cli_parser
-from modeldeploy.providers.errors import ProviderError, TerminalError, TransientError
+from modeldeploy.providers.errors import TerminalError
 from modeldeploy.providers.local import HOSTING_ENV, LocalProvider
 from modeldeploy.providers.local import fetch as fetch_module
 from modeldeploy.providers.local.hosting_kubernetes import FILE_REFUSED, KubernetesHosting
@@ -136,73 +135,6 @@ def backend(kubeconfig: Path, state: State, ns: str) -> KubernetesHosting:
 
 def get(kubeconfig: Path, ns: str, kind: str, name: str = ENDPOINT) -> dict[str, Any]:
     return json.loads(kubectl(kubeconfig, "get", kind, name, "-n", ns, "-o", "json").stdout)
-
-
-def controller_says(
-    kubeconfig: Path, ns: str, *, done: bool = False, deadline: bool = False, old_ready: int = 0
-) -> None:
-    """Write the Deployment controller's verdict on the current generation into the status
-    subresource, as kube-controller-manager would (this control plane runs none)."""
-    dep = get(kubeconfig, ns, "deployment")
-    replicas = dep["spec"]["replicas"]
-    status: dict[str, Any] = {"observedGeneration": dep["metadata"]["generation"]}
-    if done:
-        status.update(replicas=replicas, updatedReplicas=replicas, availableReplicas=replicas)
-        status["readyReplicas"] = replicas
-    if deadline:
-        # One new pod that never gets ready, beside `old_ready` old ones (maxUnavailable 0).
-        status.update(replicas=old_ready + 1, updatedReplicas=1)
-        status.update(readyReplicas=old_ready, availableReplicas=old_ready)
-        status["conditions"] = [
-            {
-                "type": "Progressing",
-                "status": "False",
-                "reason": "ProgressDeadlineExceeded",
-                "message": f'ReplicaSet "{ENDPOINT}-7d9f" has timed out progressing.',
-            }
-        ]
-    patch_status(kubeconfig, ns, "deployment", ENDPOINT, status)
-
-
-def patch_status(kubeconfig: Path, ns: str, kind: str, name: str, status: dict) -> None:
-    patch = json.dumps({"status": status})
-    args = ("patch", kind, name, "-n", ns, "--subresource=status", "--type=merge", "-p", patch)
-    kubectl(kubeconfig, *args)
-
-
-def failing_pod(kubeconfig: Path, ns: str, config: str, message: str) -> None:
-    """A pod of `config` whose fetch init container failed, as a kubelet would report it."""
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{ENDPOINT}-{secrets.token_hex(3)}",
-            "namespace": ns,
-            "labels": {
-                "app.kubernetes.io/managed-by": "modeldeploy",
-                "modeldeploy.dev/endpoint": ENDPOINT,
-                "modeldeploy.dev/config": config,
-            },
-        },
-        "spec": {"containers": [{"name": "server", "image": IMAGE}]},
-    }
-    kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(pod))
-    terminated = {"exitCode": 1, "reason": "Error", "message": message}
-    status = {
-        "phase": "Pending",
-        "initContainerStatuses": [
-            {
-                "name": "fetch",
-                "image": IMAGE,
-                "imageID": "",
-                "ready": False,
-                "restartCount": 3,
-                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
-                "lastState": {"terminated": terminated},
-            }
-        ],
-    }
-    patch_status(kubeconfig, ns, "pod", pod["metadata"]["name"], status)
 
 
 def container(dep: dict[str, Any], name: str) -> dict[str, Any]:
@@ -332,130 +264,6 @@ def test_hosting_is_chosen_by_the_environment(
 # --- the life cycle ---------------------------------------------------------------------------
 
 
-def test_rollouts_report_sagemaker_statuses(
-    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
-) -> None:
-    first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    backend.deploy(request(state, 1, first))
-    assert backend.describe(ENDPOINT).status == "Creating"
-    controller_says(kubeconfig, ns, done=True)
-    endpoint = backend.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
-        "InService",
-        first,
-        "",
-    )
-
-    # The same config again changes nothing (no new generation, no new rollout).
-    generation = get(kubeconfig, ns, "deployment")["metadata"]["generation"]
-    backend.deploy(request(state, 1, first))
-    assert get(kubeconfig, ns, "deployment")["metadata"]["generation"] == generation
-
-    # An update: the new template rolls while the old config still serves (Updating).
-    backend.deploy(request(state, 2, second))
-    dep = get(kubeconfig, ns, "deployment")
-    assert config_of(dep) == second
-    assert "modeldeploy.dev/previous" in dep["metadata"]["annotations"]
-    endpoint = backend.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name) == ("Updating", first)
-    with pytest.raises(TransientError, match="Updating"):
-        backend.deploy(request(state, 1, f"{ENDPOINT}-c3"))
-
-    controller_says(kubeconfig, ns, done=True)
-    endpoint = backend.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
-        "InService",
-        second,
-        "",
-    )
-    assert (
-        "modeldeploy.dev/previous"
-        not in get(kubeconfig, ns, "deployment")["metadata"]["annotations"]
-    )
-
-
-def test_update_past_its_deadline_rolls_back_and_names_the_failed_config(
-    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
-) -> None:
-    first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    backend.deploy(request(state, 1, first))
-    controller_says(kubeconfig, ns, done=True)
-    assert backend.describe(ENDPOINT).status == "InService"
-    serving = get(kubeconfig, ns, "deployment")["spec"]["template"]
-
-    backend.deploy(request(state, 2, second))
-    failing_pod(kubeconfig, ns, second, "fetch: sha256 mismatch for s3://models/churn/2/x")
-    controller_says(kubeconfig, ns, deadline=True, old_ready=1)
-    endpoint = backend.describe(ENDPOINT)
-    assert endpoint.status == "InService"
-    assert endpoint.config_name == first
-    assert endpoint.failure_reason.startswith(f"update to {second} failed: ")
-    assert "has timed out progressing" in endpoint.failure_reason
-    assert "fetch exited 1: fetch: sha256 mismatch" in endpoint.failure_reason
-
-    # The previous template is back, byte for byte, so its ReplicaSet keeps serving.
-    dep = get(kubeconfig, ns, "deployment")
-    assert dep["spec"]["template"] == serving
-    assert "modeldeploy.dev/previous" not in dep["metadata"]["annotations"]
-
-    # The reason lives in the Deployment: an operator restarted now reports the same.
-    restarted = make_backend(kubeconfig, state, ns)
-    assert restarted.describe(ENDPOINT) == endpoint
-    controller_says(kubeconfig, ns, done=True)  # the rollback's own rollout completes
-    assert restarted.describe(ENDPOINT) == endpoint
-
-    # A new update starts clean, and its success clears the old failure.
-    third = f"{ENDPOINT}-c3"
-    restarted.deploy(request(state, 2, third, count=2))
-    assert restarted.describe(ENDPOINT).failure_reason == ""
-    controller_says(kubeconfig, ns, done=True)
-    endpoint = restarted.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
-        "InService",
-        third,
-        "",
-    )
-
-
-def test_new_endpoint_past_its_deadline_fails_and_can_be_deleted(
-    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
-) -> None:
-    config = f"{ENDPOINT}-c1"
-    backend.deploy(request(state, 1, config))
-    failing_pod(kubeconfig, ns, config, "fetch: s3://models/churn/1/model.tar.gz: NoSuchKey")
-    controller_says(kubeconfig, ns, deadline=True)
-    endpoint = backend.describe(ENDPOINT)
-    assert endpoint.status == "Failed"
-    assert "has timed out progressing" in endpoint.failure_reason
-    assert "NoSuchKey" in endpoint.failure_reason
-    with pytest.raises(ProviderError, match="delete it first") as err:
-        backend.deploy(request(state, 2, f"{ENDPOINT}-c2"))
-    assert not isinstance(err.value, TransientError)
-
-    assert backend.delete(ENDPOINT) is True
-    left = kubectl(
-        kubeconfig, "get", "deployments,services", "-n", ns, "-l", SELECTOR, "-o", "name"
-    ).stdout
-    assert left.strip() == ""
-    assert backend.describe(ENDPOINT) is None
-    assert backend.delete(ENDPOINT) is True  # idempotent
-
-
-def test_lost_pods_of_a_serving_endpoint_show_as_system_updating(
-    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
-) -> None:
-    backend.deploy(request(state, 1, f"{ENDPOINT}-c1"))
-    controller_says(kubeconfig, ns, done=True)
-    assert backend.describe(ENDPOINT).status == "InService"
-    # A node went away: the controller counts no available pod until replacements are ready.
-    lost = {"availableReplicas": 0, "readyReplicas": 0}
-    patch_status(kubeconfig, ns, "deployment", ENDPOINT, lost)
-    endpoint = backend.describe(ENDPOINT)
-    assert endpoint.status == "SystemUpdating" and endpoint.failure_reason.startswith("no ready")
-    with pytest.raises(TransientError):
-        backend.invoke(ENDPOINT, "1,2,3,4", "text/csv")
-
-
 def test_file_artifacts_are_refused_with_the_reason(
     kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
 ) -> None:
@@ -477,51 +285,6 @@ def test_file_artifacts_are_refused_with_the_reason(
         backend.deploy(deploy_request(url, ENDPOINT, config_name=f"{ENDPOINT}-c1"))
     left = kubectl(kubeconfig, "get", "deployments,services", "-n", ns, "-o", "name").stdout
     assert left.strip() == ""
-
-
-def test_a_read_only_check_reports_the_next_state_and_writes_nothing(
-    kubeconfig: Path, ns: str, state: State, backend: KubernetesHosting
-) -> None:
-    first, second = f"{ENDPOINT}-c1", f"{ENDPOINT}-c2"
-    viewer = make_backend(kubeconfig, state, ns, supervise=False)
-    backend.deploy(request(state, 1, first))
-    controller_says(kubeconfig, ns, done=True)
-
-    # A finished rollout: reported InService; only a supervising check records it.
-    before = get(kubeconfig, ns, "deployment")
-    endpoint = viewer.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name, endpoint.failure_reason) == (
-        "InService",
-        first,
-        "",
-    )
-    assert get(kubeconfig, ns, "deployment") == before
-    assert backend.describe(ENDPOINT) == endpoint
-    recorded = get(kubeconfig, ns, "deployment")
-    assert recorded["metadata"]["annotations"]["modeldeploy.dev/in-service-config"] == first
-
-    # An update past its deadline: reported rolled back, but the Deployment keeps the new
-    # template until a supervising check puts the old one back.
-    backend.deploy(request(state, 2, second))
-    failing_pod(kubeconfig, ns, second, "fetch: s3://models/churn/2/model.tar.gz: NoSuchKey")
-    controller_says(kubeconfig, ns, deadline=True, old_ready=1)
-    before = get(kubeconfig, ns, "deployment")
-    endpoint = viewer.describe(ENDPOINT)
-    assert (endpoint.status, endpoint.config_name) == ("InService", first)
-    assert endpoint.failure_reason.startswith(f"update to {second} failed: ")
-    assert "NoSuchKey" in endpoint.failure_reason
-    assert get(kubeconfig, ns, "deployment") == before
-    assert config_of(before) == second
-    assert backend.describe(ENDPOINT) == endpoint
-    assert config_of(get(kubeconfig, ns, "deployment")) == first
-
-    for refused in (
-        lambda: viewer.deploy(request(state, 1, f"{ENDPOINT}-c3")),
-        lambda: viewer.delete(ENDPOINT),
-    ):
-        with pytest.raises(TerminalError, match="read-only"):
-            refused()
-    assert backend.describe(ENDPOINT) == endpoint
 
 
 def test_objects_it_did_not_create_are_left_alone(
@@ -652,7 +415,7 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv(HOSTING_ENV, "kubernetes")
     monkeypatch.setenv("MODELDEPLOY_ENDPOINT_NAMESPACE", ns)
-    # The Service's DNS name does not resolve outside a cluster: invoke the server run below.
+    # The Service's DNS name does not resolve outside a cluster: the URL names the server below.
     monkeypatch.setenv("MODELDEPLOY_ENDPOINT_URL_TEMPLATE", f"http://127.0.0.1:{port}/invocations")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     provider = LocalProvider(root=tmp_path / "local")
@@ -694,11 +457,18 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ping(port, proc)
-        assert provider.hosting.describe(ENDPOINT).status == "Creating"
-        controller_says(kubeconfig, ns, done=True)
+        assert provider.hosting.describe(ENDPOINT).status == "Creating"  # no kubelet here
         rows = np.random.default_rng(3).normal(size=(5, 4))
         payload = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
-        result = provider.hosting.invoke(ENDPOINT, payload, "text/csv")
+        # What the Service would route to: the server the pod's command started.
+        url = provider.hosting.describe(ENDPOINT).url
+        assert url == f"http://127.0.0.1:{port}/invocations"
+        post = urllib.request.Request(
+            url, data=payload.encode(), headers={"Content-Type": "text/csv"}, method="POST"
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(post, timeout=30) as resp:
+            body = resp.read()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -706,6 +476,6 @@ def test_registered_s3_artifact_is_fetched_and_served_by_the_pod_commands(
     with tarfile.open(fileobj=io.BytesIO(model_tar_bytes)) as tar:
         booster.load_model(bytearray(tar.extractfile("xgboost-model").read()))
     expected = booster.predict(xgboost.DMatrix(rows))
-    got = np.array([float(x) for x in result.body.decode().split()])
+    got = np.array([float(x) for x in body.decode().split()])
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert provider.hosting.delete(ENDPOINT) is True

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from modeldeploy import processes
 from modeldeploy.cluster.binaries import BinariesError, ensure_binaries
 from modeldeploy.cluster.controlplane import ControlPlane, ControlPlaneError
 from modeldeploy.cluster.images import import_image
@@ -48,7 +49,8 @@ def cluster_command(
         return 2
     if action in ("down", "purge"):
         problems = Node(cp).down() if Node.present(cp) else []
-        was = cp.down(purge=action == "purge")
+        # A host not yet put back keeps its record (in the state dir) for the next `down`.
+        was = cp.down(purge=action == "purge" and not problems)
         print("control plane stopped" if was else "control plane was not running")
         for problem in problems:
             print(f"error: the host is not as it was: {problem}", file=sys.stderr)
@@ -69,6 +71,9 @@ def cluster_command(
                 health += ", ready" if entry["ready"] else ", not ready"
             version = f" {entry['version']}" if entry.get("version") else ""
             print(f"{name}:{version} {health} (pid {entry['pid']}, {entry['url']})")
+        for name, entry in (cp.read_state().get("node") or {}).items():
+            alive = "running" if processes.alive(entry["pid"], entry["argv0"]) else "stopped"
+            print(f"node {name}: {alive} (pid {entry['pid']})")
         print(f"kubeconfig: {st['kubeconfig']}")
         return 0 if st["ready"] else 1
     if action == "kubeconfig":
