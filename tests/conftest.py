@@ -6,6 +6,7 @@ tests that ask for it; every test that uses it starts from an empty emulator.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -116,11 +117,13 @@ def build_model_tar(rounds: int = 3, seed: int = 7) -> bytes:
     )
     model = bytes(booster.save_raw("ubj"))
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with tarfile.open(fileobj=out, mode="w") as tar:
         info = tarfile.TarInfo("xgboost-model")
         info.size = len(model)
         tar.addfile(info, io.BytesIO(model))
-    return out.getvalue()
+    # mtime 0: the same rounds and seed give the same bytes, whenever the call is made
+    # ("w:gz" stamps the current second into the gzip header).
+    return gzip.compress(out.getvalue(), mtime=0)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -143,12 +144,27 @@ def local_prediction(model_tar: Path, row: str) -> float:
     return float(booster.predict(xgboost.DMatrix(features))[0])
 
 
-def post_row(url: str, row: str) -> float:
+def post_row(url: str, row: str, within: float = 20) -> float:
     request = urllib.request.Request(
         url, data=row.encode(), headers={"Content-Type": "text/csv"}, method="POST"
     )
-    with _OPENER.open(request, timeout=30) as response:
+    with open_within(request, within) as response:
         return float(response.read().decode().split()[0])
+
+
+def open_within(request: urllib.request.Request | str, seconds: float):
+    """The answer once there is one: kube-proxy programs a Service's endpoints a moment after
+    its pods are Ready (until then it rejects the connection: refused, or no route to host)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _OPENER.open(request, timeout=30)
+        except urllib.error.HTTPError:
+            raise
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 # -- a node for a test module --------------------------------------------------------------------

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from node import (
     IMAGE,
     host_differences,
     host_snapshot,
+    open_within,
     operator_image_archive,
     skip_unless_node_possible,
 )
@@ -31,7 +31,6 @@ from modeldeploy.cluster.hoststate import empty_new_tables, undo_script
 pytestmark = pytest.mark.node
 pytest_plugins = ["kube"]
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 WORKLOAD = f"""
 apiVersion: apps/v1
@@ -96,7 +95,8 @@ def test_a_node_runs_pods_and_down_leaves_the_host_as_it_was(tmp_path: Path) -> 
         print(f"kubectl apply -> Deployment Available: {time.monotonic() - t:.1f}s")
 
         ip = kubectl(kubeconfig, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}").stdout
-        assert _get_within(f"http://{ip}/", 20) == 200  # kube-proxy's rules, from the host
+        with open_within(f"http://{ip}/", 20) as r:  # kube-proxy's rules, from the host
+            assert r.status == 200
         call = kubectl(kubeconfig, "exec", "deploy/web", "--", "python3", "-c", IN_POD_API_CALL)
         assert call.stdout.strip() == "200"
         # Cluster DNS (CoreDNS beside the kubelet): a Service by its short and its full name.
@@ -113,20 +113,6 @@ def test_a_node_runs_pods_and_down_leaves_the_host_as_it_was(tmp_path: Path) -> 
     assert not differences, "\n".join(differences)
     leftover = [p for p in ("kubelet", "containerd", "kube-proxy") if _running(p, state_dir)]
     assert not leftover
-
-
-def _get_within(url: str, seconds: float) -> int:
-    """The status of GET `url` once it answers: kube-proxy programs a Service's endpoints a
-    moment after the Deployment is Available (until then it rejects the connection)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with _OPENER.open(url, timeout=5) as r:
-                return r.status
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _running(name: str, state_dir: Path) -> bool:

@@ -27,7 +27,7 @@ from modeldeploy import processes
 from .binaries import ensure_binaries, ensure_node_binaries
 from .controlplane import ControlPlane, ControlPlaneError
 from .hoststate import HostState
-from .images import PAUSE_IMAGE, import_image, write_single_binary_image
+from .images import CRI_NAMESPACE, PAUSE_IMAGE, import_image, write_single_binary_image
 from .nodeconfig import (
     BRIDGE,
     CNI_BIN_DIR,
@@ -76,7 +76,7 @@ class Node:
     @staticmethod
     def present(cp: ControlPlane) -> bool:
         """A node is up, or went down without putting the host back."""
-        return "node" in cp.read_state() or (cp.state_dir / "node" / "host-before.json").exists()
+        return "node" in cp.read_state() or Node(cp).paths.host_before.exists()
 
     @property
     def ctr(self) -> list[str]:
@@ -283,32 +283,30 @@ class Node:
             check=False,
         )
         deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline:
-            sandboxes = subprocess.run(
-                [*self.ctr, "-n", "k8s.io", "tasks", "list", "-q"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            if not sandboxes:
-                return
+        while self._tasks() and time.monotonic() < deadline:
             time.sleep(0.5)
+
+    def _tasks(self) -> list[str]:
+        """The containers containerd runs for the kubelet (sandboxes included)."""
+        listing = subprocess.run(
+            [*self.ctr, "-n", CRI_NAMESPACE, "tasks", "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return listing.stdout.split()
 
     def _stop_tasks(self) -> None:
         """Containers the drain did not reach (a kubelet already gone): killed through
         containerd, so no shim keeps a mount or a network namespace."""
         if not self.paths.containerd_sock.exists():
             return
-        listing = subprocess.run(
-            [*self.ctr, "-n", "k8s.io", "tasks", "list", "-q"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        for task in listing.stdout.split():
+        for task in self._tasks():
             for action in (["kill", "-s", "SIGKILL", task], ["delete", "--force", task]):
                 subprocess.run(
-                    [*self.ctr, "-n", "k8s.io", "tasks", *action], check=False, capture_output=True
+                    [*self.ctr, "-n", CRI_NAMESPACE, "tasks", *action],
+                    capture_output=True,
+                    check=False,
                 )
 
     def _kill_shims(self) -> None:
