@@ -36,6 +36,9 @@ from modeldeploy.cluster.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = f"localhost/modeldeploy:{__version__}"
+# The emulator's credentials: as environment variables (pods) and as boto3 arguments.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AWS_KEYS = {k.lower(): v for k, v in CREDENTIALS.items()}
 # Host paths a node may create; each must be as it was after `down`.
 HOST_PATHS = (
     "/var/lib/kubelet",

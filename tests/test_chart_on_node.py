@@ -28,7 +28,7 @@ import yaml
 from deploy_artifacts import CHART, Helm, ok
 from emulator import REGION, Emulator
 from kube import kubectl
-from node import IMAGE, NodeCluster, local_prediction, post_row
+from node import AWS_KEYS, CREDENTIALS, IMAGE, NodeCluster, local_prediction, post_row
 from operator_process import get, phase_is, wait_for
 
 from modeldeploy.cluster.pki import NODE_IP
@@ -43,8 +43,6 @@ RELEASE = "md"
 BUCKET = "node-artifacts"
 NAME = "breast-cancer"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import hashlib
 import json
 import secrets
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import pytest
 from conftest import build_model_tar
 from emulator import REGION, Emulator
 from kube import kubectl
-from node import IMAGE, NodeCluster, local_prediction, post_row
+from node import AWS_KEYS, CREDENTIALS, IMAGE, NodeCluster, local_prediction, post_row
 from providers import deploy_request
 
 from modeldeploy.cluster.pki import NODE_IP
@@ -43,8 +42,6 @@ pytest_plugins = ["kube", "node"]
 BUCKET = "endpoints"
 ENDPOINT = "demo-churn-1a2b3c4d-staging"
 DEADLINE = 15
-KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +49,7 @@ def artifacts(node_cluster: NodeCluster, tmp_path_factory) -> Iterator[dict[int,
     """The emulator on the node's address holding versions 1 and 2 (real models) and version
     3, whose bytes are not the ones its digest names."""
     emulator = Emulator.start(host=NODE_IP)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=emulator.url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = boto3.client("s3", endpoint_url=emulator.url, region_name=REGION, **AWS_KEYS)
     s3.create_bucket(Bucket=BUCKET)
     out: dict[int, Any] = {"url": emulator.url}
     for version, rounds in ((1, 3), (2, 5)):
@@ -109,7 +100,7 @@ def make_backend(
     from kubernetes import config as k8s_config
 
     api = k8s_config.new_client_from_config(config_file=str(node_cluster.kubeconfig))
-    env = [{"name": k, "value": v} for k, v in KEYS.items()]
+    env = [{"name": k, "value": v} for k, v in CREDENTIALS.items()]
     env += [{"name": "AWS_ENDPOINT_URL", "value": artifacts["url"]}]
     settings = Settings(
         namespace=ns,

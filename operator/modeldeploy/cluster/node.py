@@ -14,6 +14,7 @@ the pods' resolver: the local provider's endpoint URLs are Service names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -82,11 +83,15 @@ class Node:
     def ctr(self) -> list[str]:
         return ["ctr", "--address", str(self.paths.containerd_sock)]
 
+    @functools.cached_property
+    def _kubectl(self) -> Path:
+        # Asked once: the build script runs each time it is asked (node readiness polls).
+        return ensure_binaries(build=False).kubectl
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        kubectl = ensure_binaries(build=False).kubectl
-        argv = [str(kubectl), f"--kubeconfig={self.cp.kubeconfig_path}", *args]
+        argv = [str(self._kubectl), f"--kubeconfig={self.cp.kubeconfig_path}", *args]
         proc = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
         if check and proc.returncode != 0:
             raise NodeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
@@ -239,20 +244,13 @@ class Node:
             self._stop(node.pop(name, None))
         if self._running(node.get("kubelet")) and self._running(node.get("containerd")):
             self._drain()
+        kube_proxy = (node.get("kube-proxy") or {}).get("argv0")  # the binary it ran
         for name in ("kubelet", "kube-proxy", "coredns"):
             self._stop(node.pop(name, None))
-        if self.paths.kube_proxy_config.is_file():
+        if kube_proxy and self.paths.kube_proxy_config.is_file():
             # Removes kube-proxy's chains (the KUBE-* of kube-proxy) the way it knows best.
-            kube_proxy = shutil.which("kube-proxy", path=str(ensure_node_binaries()))
-            subprocess.run(
-                [
-                    kube_proxy or "kube-proxy",
-                    f"--config={self.paths.kube_proxy_config}",
-                    "--cleanup",
-                ],
-                capture_output=True,
-                check=False,
-            )
+            cleanup = [kube_proxy, f"--config={self.paths.kube_proxy_config}", "--cleanup"]
+            subprocess.run(cleanup, capture_output=True, check=False)
         self._stop_tasks()
         self._stop(node.pop("containerd", None))
         self._kill_shims()
