@@ -134,6 +134,7 @@ class ControlPlane:
             deadline = time.monotonic() + timeout
             attempts = 3  # a chosen free port can be taken before the server binds it
             for attempt in range(1, attempts + 1):
+                started: dict[str, Any] | None = None
                 try:
                     if not self._running(etcd):
                         etcd = self._start_etcd(binaries, prev_etcd if attempt == 1 else {})
@@ -143,7 +144,7 @@ class ControlPlane:
                     api = self._start_apiserver(
                         binaries, etcd, prev_api if attempt == 1 else {}, host
                     )
-                    state["apiserver"] = api
+                    state["apiserver"] = started = api
                     state["ports"] = {
                         "etcd": etcd["client_port"],
                         "etcd_peer": etcd["peer_port"],
@@ -153,6 +154,10 @@ class ControlPlane:
                     self._wait_ready(api, max(1.0, deadline - time.monotonic()))
                     break
                 except _ExitedEarly:
+                    # What this attempt gave up on is stopped by its pid (whatever `alive`
+                    # judged), so no API server outlives the record of the next one.
+                    if started is not None:
+                        processes.stop(started["pid"], grace=2.0)
                     if attempt == attempts:
                         raise
             if wanted and api["port"] != wanted:
