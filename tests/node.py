@@ -13,12 +13,14 @@ PYTEST_DONT_REWRITE: imported by test modules before pytest registers it as a pl
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ import xgboost
 
 from modeldeploy import __version__
 from modeldeploy.cluster import ControlPlane
+from modeldeploy.cluster.apiserver import SERVICE_CLUSTER_IP_RANGE
 from modeldeploy.cluster.images import import_image
 from modeldeploy.cluster.node import Node
 
@@ -156,18 +159,44 @@ def post_row(url: str, row: str, within: float = 20) -> float:
 
 
 def open_within(request: urllib.request.Request | str, seconds: float):
-    """The answer once there is one: kube-proxy programs a Service's endpoints a moment after
-    its pods are Ready (until then it rejects the connection: refused, or no route to host)."""
+    """The answer once there is one. A ClusterIP answers only once kube-proxy has written its
+    rule: before that the host routes the address out of the machine (where this sandbox's
+    network answered 404 once, and 'no route to host' another time), and for a moment after a
+    rollout the rule still names a pod that is gone (the connection hangs): so wait for the
+    rule, and try each connection briefly."""
+    url = request if isinstance(request, str) else request.full_url
+    host = urllib.parse.urlsplit(url).hostname or ""
     deadline = time.monotonic() + seconds
+    if _is_cluster_ip(host):
+        _wait_for_service_rule(host, deadline)
     while True:
         try:
-            return _OPENER.open(request, timeout=30)
+            return _OPENER.open(request, timeout=5)
         except urllib.error.HTTPError:
             raise
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _is_cluster_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)
+    except ValueError:
+        return False
+
+
+def _wait_for_service_rule(ip: str, deadline: float) -> None:
+    while True:
+        rules = subprocess.run(
+            ["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True
+        ).stdout
+        if any(f"-d {ip}/32" in line and "-j KUBE-SVC-" in line for line in rules.splitlines()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kube-proxy wrote no rule for {ip}:\n{rules}")
+        time.sleep(0.2)
 
 
 # -- a node for a test module --------------------------------------------------------------------
