@@ -434,7 +434,7 @@ def test_operator_metrics_move_as_the_pipeline_moves(
     assert moved(now, actions, action="SmokeTest", outcome="ok") == 1
     calls = "modeldeploy_remote_calls_total"
     assert moved(now, calls, operation="CreateEndpoint", **sm) == 2
-    assert moved(now, calls, operation="InvokeEndpoint", **sm) == 3  # the smoke test's three
+    assert moved(now, calls, operation="InvokeEndpoint", **sm) == 1  # fast enough at once
     assert moved(now, "modeldeploy_smoke_tests_total", provider="sagemaker", result="passed") == 1
     latency = "modeldeploy_smoke_test_latency_seconds_count"
     assert moved(now, latency, provider="sagemaker") == 1

@@ -211,13 +211,39 @@ def test_unreadable_remote_state_stalls_with_a_message(providers, sagemaker_clie
     assert [e.reason for e in res.events] == ["RemoteError"]  # one Event, not one per pass
 
 
-def test_smoke_test_with_a_wrong_answer_stalls_and_blocks_promotion(resource, invoke_results):
+def invocations(providers: ProviderFactory, spec: dict) -> list[str]:
+    """Every InvokeEndpoint the provider makes from now on (the smoke test's requests)."""
+    from modeldeploy.spec import parse_spec
+
+    calls: list[str] = []
+    runtime = providers.get(parse_spec(spec)).hosting.runtime
+    runtime.meta.events.register("before-call.*", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_smoke_test_with_a_wrong_answer_stalls_and_blocks_promotion(
+    resource, providers, invoke_results
+):
     # The emulator answers InvokeEndpoint with this canned body: two scores for one row.
     invoke_results([{"Body": "0.1\n0.2\n", "ContentType": "text/csv"}])
+    calls = invocations(providers, resource.raw["spec"])
     resource.raw["spec"]["approval"]["approvedVersion"] = 1
     resource.raw["spec"]["production"] = {"promotion": "Automatic"}
     resource.reconcile_until("Failed")
     assert resource.condition("Stalled") == ("True", "SmokeTestFailed")
     assert "expected 1 predictions, got 2" in resource.status["message"]
+    assert calls == ["InvokeEndpoint"]  # a wrong answer is not asked again
     assert "production" not in resource.status or not resource.status["production"].get("version")
     assert "SmokeTestFailed" in [e.reason for e in resource.events if e.type == "Warning"]
+
+
+def test_a_smoke_test_only_too_slow_asks_three_times(resource, providers, invoke_results):
+    # Well-formed answers, but no HTTP round trip takes under 1 ms: the test asks again (a
+    # first request after a cold start may be slow), three times in all, and then fails.
+    invoke_results([{"Body": "0.5\n", "ContentType": "text/csv"}])
+    calls = invocations(providers, resource.raw["spec"])
+    resource.raw["spec"]["staging"]["smokeTest"]["maxLatencyMs"] = 1
+    resource.raw["spec"]["approval"]["approvedVersion"] = 1
+    resource.reconcile_until("Failed")
+    assert "exceeds maxLatencyMs 1" in resource.status["message"]
+    assert calls == ["InvokeEndpoint"] * 3

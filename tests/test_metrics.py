@@ -259,7 +259,8 @@ def test_a_pipeline_moves_the_operator_metrics(pipeline) -> None:
     calls = "modeldeploy_remote_calls_total"
     assert moved(calls, provider="local", operation="register_version", result="ok") == 1
     assert moved(calls, provider="local", operation="deploy", result="ok") == 2
-    assert moved(calls, provider="local", operation="invoke", result="ok") == 3  # smoke test
+    # The smoke test: once, again only when the answer came too slowly (a cold start).
+    assert 1 <= moved(calls, provider="local", operation="invoke", result="ok") <= 3
     assert moved(calls, provider="local", operation="describe", result="ok") >= 2
     assert moved("modeldeploy_smoke_tests_total", provider="local", result="passed") == 1
     latency = "modeldeploy_smoke_test_latency_seconds"

@@ -29,9 +29,9 @@ from modeldeploy.reconcile.conditions import timestamp
 from modeldeploy.reconcile.project import mirror
 from modeldeploy.reconcile.project_gate import OPERATOR
 from modeldeploy.reconcile.reasons import Reason
-from modeldeploy.reconcile.smoke import SMOKE_REQUESTS, judge
+from modeldeploy.reconcile.smoke import SMOKE_REQUESTS, judge, settled
 from modeldeploy.reconcile.types import Context, Event, Plan
-from modeldeploy.remote import GATE_ACTION
+from modeldeploy.remote import GATE_ACTION, InvokeResult
 from modeldeploy.spec import ModelDeploymentSpec
 from modeldeploy.status import (
     GateStatus,
@@ -163,11 +163,13 @@ def _smoke_test(action: SmokeTest, provider: Provider, ctx: Context, out: Execut
         generation=ctx.generation,
         at=timestamp(ctx.now),
     )
+    results: list[InvokeResult] = []
     try:
-        results = [
-            provider.hosting.invoke(action.endpoint_name, action.payload, action.content_type)
-            for _ in range(SMOKE_REQUESTS)
-        ]
+        # Once, unless the only fault is the latency: then again (a first request after a
+        # cold start may be slow), up to SMOKE_REQUESTS, and the fastest counts.
+        invoke = provider.hosting.invoke
+        while len(results) < SMOKE_REQUESTS and not (results and settled(results[-1], action)):
+            results.append(invoke(action.endpoint_name, action.payload, action.content_type))
     except TransientError:
         raise
     except ProviderError as err:

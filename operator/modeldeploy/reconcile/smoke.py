@@ -12,7 +12,7 @@ from modeldeploy.reconcile.actions import SmokeTest
 from modeldeploy.reconcile.pass_state import PassState
 from modeldeploy.remote import InvokeResult
 
-SMOKE_REQUESTS = 3
+SMOKE_REQUESTS = 3  # at most: one unless the answers are only too slow
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,13 @@ def judge(results: list[InvokeResult], payload: str, max_latency_ms: int) -> tup
     if not problem and fastest > max_latency_ms:
         problem = f"latency {fastest:.0f} ms exceeds maxLatencyMs {max_latency_ms}"
     return fastest, problem
+
+
+def settled(result: InvokeResult, action: SmokeTest) -> bool:
+    """One answer decides the test unless it is well formed and only too slow."""
+    return bool(check_predictions(result, action.payload)) or (
+        result.latency_ms <= action.max_latency_ms
+    )
 
 
 def check_predictions(result: InvokeResult, payload: str) -> str:
