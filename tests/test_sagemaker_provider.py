@@ -201,7 +201,7 @@ def test_unreachable_aws_is_transient(aws_env, monkeypatch: pytest.MonkeyPatch) 
 
     # A real connection refused on loopback, through the provider's default clients.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(TransientError, match="ListModelPackages"):
+    with pytest.raises(TransientError, match="DescribeModelPackageGroup"):
         SageMakerProvider(REGION, ROLE_ARN).observe(make_spec(), NO_HINT, namespace=NS, name=NAME)
 
 

@@ -6,6 +6,7 @@ again, and which of this process's own writes go through without a call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -205,6 +206,36 @@ def test_the_same_artifact_is_checked_once_until_its_bytes_change(
     registry.ensure_group("churn-4", None)
     assert registry.register_version(spec_for("churn-4", copy)).artifact == copy
     assert len(inspected) == 2
+
+
+def test_resources_naming_the_same_bytes_at_once_share_one_inspection(
+    registry: SageMakerRegistry,
+    model_artifact: str,
+    upload: Callable[[str, bytes], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import build_model_tar
+
+    inspected: list[str] = []
+    real = guard.inspect_file
+
+    def slow_counting(path, **kwargs):
+        inspected.append(str(path))
+        time.sleep(0.5)  # the others arrive while it runs
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(guard, "inspect_file", slow_counting)
+    groups = [f"same-bytes-{i}" for i in range(4)]
+    artifacts = [upload(f"{g}/model.tar.gz", build_model_tar(rounds=3)) for g in groups]
+    for group in groups:
+        registry.ensure_group(group, None)
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(registry.register_version, map(spec_for, groups, artifacts)))
+    assert len(inspected) == 1  # four downloads and digests, one inspection
+    assert len({v.artifact_digest for v in versions}) == 1
+    assert [v.artifact for v in versions] == artifacts
 
 
 def test_endpoints_are_listed_once_for_every_resource_and_described_after_own_changes(

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class Kept(OrderedDict):
         super().__init__()
         self.size = size
         self.lock = threading.Lock()
+        self._making: dict[Any, threading.Lock] = {}
 
     def get_fresh(self, key: Any) -> Any:
         with self.lock:
@@ -65,6 +67,24 @@ class Kept(OrderedDict):
     def drop(self, key: Any) -> None:
         with self.lock:
             self.pop(key, None)
+
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The value kept for `key`, made once when missing: threads asking for the same key
+        at once wait for the one making it (twenty resources naming the same bytes at once
+        started twenty inspections before)."""
+        with self.lock:
+            making = self._making.setdefault(key, threading.Lock())
+        try:
+            with making:
+                found = self.get_fresh(key)
+                if found is None:
+                    found = make()
+                    self.keep(key, found)
+                return found
+        finally:
+            with self.lock:
+                if not making.locked():
+                    self._making.pop(key, None)
 
 
 class ArtifactChecker:
@@ -97,8 +117,8 @@ class ArtifactChecker:
             with aws(f"GetObject {model.artifact}"), open(tar, "wb") as f:
                 shutil.copyfileobj(obj["Body"], f, 1 << 20)
             digest = sha256_file(tar)
-            checked = self._inspected.get_fresh((digest, *asked))
-            checked = checked or self._inspect(model, tar, digest)
+            make = lambda: self._inspect(model, tar, digest)  # noqa: E731
+            checked = self._inspected.get_or_make((digest, *asked), make)
         if etag:
             self._artifacts.keep((bucket, key, etag, *asked), checked)
         return checked
@@ -113,6 +133,4 @@ class ArtifactChecker:
             raise TerminalError(str(err)) from err
         if model.image and not framework:
             log.warning("custom image %s: cannot check that it reads %s", image, model.artifact)
-        checked = CheckedArtifact(digest, info.version_str, framework, image)
-        self._inspected.keep((digest, model.frameworkVersion, model.image), checked)
-        return checked
+        return CheckedArtifact(digest, info.version_str, framework, image)

@@ -132,15 +132,15 @@ class SageMakerProvider:
         changed), referenced versions off the view, and endpoints this process changed or that
         are not settled on the config status records."""
         group = spec.modelPackageGroup.name
-        summaries = self.versions.versions(group)
         # The group status recorded is trusted: an empty view cannot tell an empty group from
         # a missing one, and a group deleted behind our back fails the next registration.
         group_arn = hint.group_arn or self.registry.group_arn(group)
         # Project mode: the project's pipeline deploys <project>-staging and <project>-prod;
         # the operator's own endpoint names are not read.
         project = self.projects.describe(spec.project.name) if spec.project else None
-        if group_arn is None:
+        if group_arn is None:  # no versions to list either
             return Observed(group_arn=None, project=project)
+        summaries = self.versions.versions(group)
 
         # Who owns the group: one ListTags, until status records the resource itself as owner.
         owner = hint.group_owner or self.registry.group_owner(group_arn)

@@ -266,6 +266,10 @@ class SageMakerRegistry:
             self.versions.forget(group)  # an unanswered create may have registered one
             raise
         self.versions.version_added(group, arn, version_number(arn), PENDING)
+        # What it registered is what a describe would say: kept, so approving it reads nothing.
+        described = {k: v for k, v in kwargs.items() if k != "ClientToken"}
+        described |= {"ModelPackageArn": arn, "ModelPackageVersion": version_number(arn)}
+        self._descriptions.keep(arn, described)
         return ModelVersion(
             version=version_number(arn),
             arn=arn,
