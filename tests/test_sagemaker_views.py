@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from emulator import REGION, ROLE_ARN
@@ -277,6 +278,45 @@ def test_endpoints_are_listed_once_for_every_resource_and_described_after_own_ch
     assert hosting.describe(names[0]).status == EndpointStatus.IN_SERVICE  # settled
     assert not endpoints.needs_describe(names[0])
     assert endpoints.listed_status(names[0]) == EndpointStatus.IN_SERVICE
+
+
+def test_endpoints_just_created_are_seen_through_one_listing_of_recent_changes(
+    sagemaker_client, runtime_client, views, clock: Clock
+) -> None:
+    versions, endpoints = views
+    hosting = SageMakerHosting(sagemaker_client, runtime_client, REGION, endpoints, ROLE_ARN)
+    registry = SageMakerRegistry(sagemaker_client, None, REGION, versions)
+    registry.ensure_group("churn", None)
+    arn = add_version_behind_our_back(sagemaker_client, "churn")
+    registry.set_approval(arn, APPROVED, "ok")
+    names = [naming.endpoint_name("ns", n, "staging") for n in ("a", "b", "c")]
+    requests = [deploy_request(ModelVersion(1, arn, APPROVED), n) for n in names]
+    for request in requests:
+        hosting.deploy(request)
+
+    listings: list[dict] = []
+    hook = lambda params, **_: listings.append(params)  # noqa: E731
+    sagemaker_client.meta.events.register("provide-client-params.sagemaker.ListEndpoints", hook)
+    with recorded(sagemaker_client) as calls:
+        seen = [endpoints.created_status(n) for n in names[:2]]
+    assert calls == ["ListEndpoints"]  # one listing for both, no DescribeEndpoint
+    assert seen == [(EndpointStatus.IN_SERVICE, r.config_name) for r in requests[:2]]
+    # ... of what changed since the oldest create still settling, on the server's clock
+    assert listings[0]["LastModifiedTimeAfter"] < datetime.now(UTC)
+    assert not endpoints.needs_describe(names[0])  # settled: the region's view has it
+    assert endpoints.listed_status(names[0]) == EndpointStatus.IN_SERVICE
+
+    # Gone behind our back before a listing since its create shows it: described instead.
+    sagemaker_client.delete_endpoint(EndpointName=names[2])
+    clock.now += 1  # the listing above is too old now
+    with recorded(sagemaker_client) as calls:
+        assert endpoints.created_status(names[2]) is None
+    assert calls == ["ListEndpoints"]
+    assert endpoints.needs_describe(names[2])
+
+    # Touched otherwise (an update, a delete, a create that met an existing endpoint): described.
+    hosting.endpoints.touch(names[0])
+    assert endpoints.created_status(names[0]) is None
 
 
 def test_a_steady_observe_makes_no_call(

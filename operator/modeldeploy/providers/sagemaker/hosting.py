@@ -10,6 +10,8 @@ region's view says it may exist; every describe and every change goes through th
 from __future__ import annotations
 
 import time
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,17 +27,28 @@ STAGE_TAG = "modeldeploy.dev/stage"
 VARIANT = "AllTraffic"
 
 
-def create(what: str, fn: Any, **kwargs: Any) -> None:
-    """A Create* whose name fixes what it creates: "already existing" is success. It is what
-    SageMaker answers the SDK's retry of a create whose first answer was lost (the emulator
-    overwrites instead), and what a create racing another pass of the same resource meets."""
+def create(what: str, fn: Any, **kwargs: Any) -> dict | None:
+    """A Create* whose name fixes what it creates: "already existing" is success (None). It is
+    what SageMaker answers the SDK's retry of a create whose first answer was lost (the
+    emulator overwrites instead), and what a create racing another pass of the same resource
+    meets."""
     try:
-        fn(**kwargs)
+        return fn(**kwargs)
     except ClientError as err:
         if not already_exists(err):
             raise from_aws(err, what) from err
     except BotoCoreError as err:
         raise from_aws(err, what) from err
+    return None
+
+
+def server_time(response: dict) -> datetime | None:
+    """When the server answered, by its own clock (its Date header)."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
 
 
 class SageMakerHosting:
@@ -180,15 +193,17 @@ class SageMakerHosting:
         self._ensure_config(request, model)
         self.endpoints.touch(name)  # whatever the answer, the next look describes it
         if current is None:
-            # Already existing: the next pass reads which config it serves, and updates it if
-            # that is not ours.
-            create(
+            # Already existing: the next pass describes it to read which config it serves,
+            # and updates it if that is not ours.
+            created = create(
                 f"CreateEndpoint {name}",
                 self.sm.create_endpoint,
                 EndpointName=name,
                 EndpointConfigName=request.config_name,
                 Tags=[{"Key": STAGE_TAG, "Value": request.stage}],
             )
+            if created is not None:
+                self.endpoints.created(name, request.config_name, server_time(created))
         else:
             self._update(name, request.config_name)
 

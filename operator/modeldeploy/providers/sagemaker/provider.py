@@ -198,6 +198,9 @@ class SageMakerProvider:
     ) -> Endpoint | None:
         endpoint = naming.endpoint_name(namespace, name, stage)
         recorded = hint.stage(stage)
+        if created := self.endpoints.created_status(endpoint):
+            status, config = created
+            return Endpoint(endpoint, status, config, url=self.hosting.url(endpoint))
         if not self.endpoints.needs_describe(endpoint):
             listed = self.endpoints.listed_status(endpoint)
             if listed is None:

@@ -6,9 +6,11 @@ ListEndpoints per resource per pass, a region keeps one view of each, shared by 
 - one paginated listing of the whole region refreshes a view at most every `max_age` seconds,
   made by whichever pass first finds it older (the others read what it found);
 - a group seen for the first time is listed on its own: the last region listing may predate it;
-- this process's own writes go through at once (a new group or version, an approval), and an
-  endpoint it created, updated or deleted is described, never read from a listing, until it
-  has settled.
+- this process's own writes go through at once (a new group or version, an approval); an
+  endpoint it created is read, until it settles, from one listing of the region's recent
+  changes (ListEndpoints LastModifiedTimeAfter, on the server's clock) shared by every endpoint
+  created about then; one it updated or deleted is described until it has settled (a listing
+  cannot tell a failed update rolled back from a finished one).
 
 A steady resync so reads nothing remote most of the time, and what it reads is at most
 `max_age` seconds old. Passes run in worker threads: every method is thread-safe.
@@ -20,6 +22,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from modeldeploy.providers.errors import aws
@@ -28,6 +32,10 @@ from modeldeploy.remote import Endpoint, EndpointStatus
 Clock = Callable[[], float]
 PAGE = 100  # the most ListModelPackages and ListEndpoints return per call
 STAGE_SUFFIXES = ("-staging", "-prod")  # naming.py: only the operator's endpoints are kept
+# Endpoints just created are seen through one listing of the region's recent changes at most
+# this often (seconds), and a listing this old is made again.
+RECENT_SPACING = 0.5
+RECENT_MARGIN = timedelta(seconds=2)
 _SUMMARY_KEYS = ("ModelPackageVersion", "ModelPackageArn", "ModelApprovalStatus")
 
 
@@ -178,15 +186,35 @@ class VersionsView:
                     self._groups[group] = listed
 
 
-class EndpointsView:
-    """The status of every endpoint of the operator's naming in the region, as last listed."""
+@dataclass(frozen=True)
+class _Created:
+    config: str
+    since: float  # this process's clock when the create was sent
+    server_time: datetime | None  # the server's clock when it answered (its Date header)
 
-    def __init__(self, sm: Any, *, max_age: float, clock: Clock = time.monotonic):
+
+class EndpointsView:
+    """The status of every endpoint of the operator's naming in the region, as last listed;
+    and of the endpoints this process has just created, from a listing of recent changes."""
+
+    def __init__(
+        self,
+        sm: Any,
+        *,
+        max_age: float,
+        clock: Clock = time.monotonic,
+        recent_spacing: float = RECENT_SPACING,
+    ):
         self._sm = sm
         self._when = _Refreshing(max_age, clock)
         self._when.expire()  # nothing is known of endpoints before the first listing
         self._listed: dict[str, str] = {}
         self._touched: set[str] = set()
+        self._created: dict[str, _Created] = {}
+        self._recent: dict[str, str] = {}
+        self._recent_started = float("-inf")
+        self._recent_spacing = recent_spacing
+        self._recent_refresh = threading.Lock()
 
     def needs_describe(self, name: str) -> bool:
         """This process changed the endpoint and has not seen it settle since."""
@@ -205,6 +233,34 @@ class EndpointsView:
     def touch(self, name: str) -> None:
         with self._when.lock:
             self._touched.add(name)
+            self._created.pop(name, None)
+
+    def created(self, name: str, config: str, server_time: datetime | None) -> None:
+        """This process created the endpoint on `config`: until it settles, its status comes
+        from a listing of the region's recent changes, shared by every endpoint created about
+        then (a DescribeEndpoint each was two of the calls every pipeline made)."""
+        with self._when.lock:
+            self._touched.add(name)
+            self._created[name] = _Created(config, self._when.clock(), server_time)
+
+    def created_status(self, name: str) -> tuple[str, str] | None:
+        """(status, config) of an endpoint this process created, from a listing made since;
+        None when it was not created here, or the listing lacks it or shows it Failed (a
+        listing has no failure reason): the caller describes it."""
+        with self._when.lock:
+            created = self._created.get(name)
+        if created is None:
+            return None
+        self._list_recent(created.since)
+        with self._when.lock:
+            status = self._recent.get(name)
+            if status is None or status == EndpointStatus.FAILED:
+                return None
+            if not EndpointStatus.is_transitional(status):
+                self._listed[name] = status
+                self._touched.discard(name)
+                self._created.pop(name, None)
+            return status, created.config
 
     def described(self, name: str, endpoint: Endpoint | None) -> None:
         """What a DescribeEndpoint said: the endpoint has settled unless it is transitional."""
@@ -215,6 +271,7 @@ class EndpointsView:
                 self._listed[name] = endpoint.status
             if endpoint is None or not EndpointStatus.is_transitional(endpoint.status):
                 self._touched.discard(name)
+                self._created.pop(name, None)
 
     def _list_region(self, started: float) -> None:
         with aws("ListEndpoints (every endpoint in the region)"):
@@ -225,3 +282,33 @@ class EndpointsView:
             }
         with self._when.lock:
             self._listed = listed
+
+    def _recent_is_fresh(self, since: float) -> bool:
+        started = self._recent_started
+        return started >= since and self._when.clock() - started <= self._recent_spacing
+
+    def _list_recent(self, since: float) -> None:
+        """Make sure a listing of recent changes started after `since` and is fresh: one thread
+        lists (at most one listing per RECENT_SPACING seconds), the others read what it found."""
+        with self._recent_refresh:
+            if self._recent_is_fresh(since):
+                return
+            wait = self._recent_started + self._recent_spacing - self._when.clock()
+            if wait > 0:
+                time.sleep(wait)
+            started = self._when.clock()
+            with self._when.lock:
+                times = [c.server_time for c in self._created.values()]
+            kwargs: dict[str, Any] = {}
+            if times and None not in times:
+                # The server's own clock, so no skew: everything changed since the oldest
+                # create still settling (Date headers are whole seconds; a margin on top).
+                kwargs["LastModifiedTimeAfter"] = min(times) - RECENT_MARGIN  # type: ignore[type-var]
+            with aws("ListEndpoints (recently changed)"):
+                recent = {
+                    item["EndpointName"]: item.get("EndpointStatus", "")
+                    for item in _pages(self._sm.list_endpoints, "Endpoints", **kwargs)
+                }
+            with self._when.lock:
+                self._recent = recent
+                self._recent_started = started
