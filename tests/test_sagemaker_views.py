@@ -17,6 +17,7 @@ from providers import deploy_request, recorded
 from modeldeploy import naming
 from modeldeploy.artifacts import guard
 from modeldeploy.providers.sagemaker import SageMakerProvider
+from modeldeploy.providers.sagemaker.groups import PAGE, GroupsView
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
 from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
@@ -352,7 +353,32 @@ def test_a_group_observe_just_found_missing_is_created_without_a_second_look(
     assert calls == ["DescribeModelPackageGroup", "CreateModelPackageGroup"]
     with recorded(sagemaker_client) as calls:  # and an existing one is never created again
         registry.ensure_group("churn", None)
+    # a second lookup within seconds: listing them all costs no more than describing it
+    assert calls == ["ListModelPackageGroups"]
+
+
+def test_groups_are_listed_once_for_a_burst_and_described_when_that_is_cheaper(
+    sagemaker_client, registry: SageMakerRegistry, clock: Clock
+) -> None:
+    for i in range(PAGE + 1):  # two pages
+        sagemaker_client.create_model_package_group(ModelPackageGroupName=f"g{i}")
+    groups, describe = GroupsView(sagemaker_client, trust=5, clock=clock), registry.describe_group
+    with recorded(sagemaker_client) as calls:
+        assert groups.lookup("g0", describe).endswith("/g0")  # alone: described
+        assert groups.lookup("g1", describe).endswith("/g1")  # a second at once: listed
+        assert groups.lookup("g100", describe).endswith("/g100")
+        assert groups.lookup("elsewhere", describe) is None  # missing, by the listing
+        groups.created("new", "arn:new")  # this process's own create: in the view at once
+        assert groups.lookup("new", describe) == "arn:new"
+    assert calls == ["DescribeModelPackageGroup"] + ["ListModelPackageGroups"] * 2
+
+    clock.now += 6  # the listing is no longer believed, and it cost two pages
+    with recorded(sagemaker_client) as calls:
+        assert groups.lookup("g5", describe).endswith("/g5")
     assert calls == ["DescribeModelPackageGroup"]
+    with recorded(sagemaker_client) as calls:
+        assert groups.lookup("g6", describe).endswith("/g6")  # two lookups now: listed
+    assert calls == ["ListModelPackageGroups"] * 2
 
 
 def test_registering_into_a_group_created_here_lists_nothing_until_an_outcome_is_unknown(

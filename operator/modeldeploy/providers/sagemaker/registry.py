@@ -27,6 +27,7 @@ from modeldeploy.providers.sagemaker.errors import (
     call_or_none,
     retry_only_refusals,
 )
+from modeldeploy.providers.sagemaker.groups import GroupsView
 from modeldeploy.providers.sagemaker.views import VersionsView
 from modeldeploy.remote import PENDING, ModelVersion
 from modeldeploy.spec import ModelDeploymentSpec
@@ -46,7 +47,8 @@ RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
 # Model package descriptions kept (by ARN: a version is immutable but for its approval).
 DESCRIPTIONS_KEPT = 2048
 MISSING_KEPT = 1024
-# How long a group observe found missing is believed missing by the create that follows.
+# How long a group observe found missing (described, or absent from a listing of them all) is
+# believed missing by the create that follows.
 MISSING_TRUSTED = 5.0
 
 
@@ -88,7 +90,8 @@ class SageMakerRegistry:
         self.versions = versions
         self._descriptions = Kept(DESCRIPTIONS_KEPT)
         self.artifacts = ArtifactChecker(s3, region)
-        self._missing = Kept(MISSING_KEPT)  # group -> when a describe found it missing
+        self._missing = Kept(MISSING_KEPT)  # group -> when a lookup found it missing
+        self.groups = GroupsView(sm, trust=MISSING_TRUSTED)
         # An unanswered CreateModelPackage may have registered a version, and re-sending it
         # registers another wherever ClientToken is not honoured (the emulator ignores it).
         # So the SDK retries it only when it was refused; otherwise the next pass finds what
@@ -102,16 +105,20 @@ class SageMakerRegistry:
     # -- groups -----------------------------------------------------------------------------------
 
     def group_arn(self, group: str) -> str | None:
+        arn = self.groups.lookup(group, self.describe_group)
+        if arn is None:
+            self._missing.keep(group, time.monotonic())
+            return None
+        self._missing.drop(group)
+        return arn
+
+    def describe_group(self, group: str) -> str | None:
         found = call_or_none(
             f"DescribeModelPackageGroup {group}",
             self.sm.describe_model_package_group,
             ModelPackageGroupName=group,
         )
-        if found is None:
-            self._missing.keep(group, time.monotonic())
-            return None
-        self._missing.drop(group)
-        return found["ModelPackageGroupArn"]
+        return found["ModelPackageGroupArn"] if found else None
 
     def _just_seen_missing(self, group: str) -> bool:
         seen = self._missing.get_fresh(group)
@@ -141,6 +148,7 @@ class SageMakerRegistry:
         except BotoCoreError as err:
             raise from_aws(err, what) from err
         self._missing.drop(name)
+        self.groups.created(name, arn)
         self.versions.group_created(name)
         return arn
 
