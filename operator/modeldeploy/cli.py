@@ -31,6 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from modeldeploy import handlers  # registers the handlers
+    from modeldeploy.kube_login import connection_limit
     from modeldeploy.providers import ProviderFactory
 
     peers = peering.from_args(args)
@@ -50,7 +51,12 @@ def _run(args: argparse.Namespace) -> int:
             namespaces=args.namespace or [],
             liveness_endpoint=args.liveness,
             # What the handlers use, injected once; `handlers.configure` fills in the rest.
-            memo=handlers.defaults(kopf.Memo(providers=ProviderFactory(args.default_provider))),
+            memo=handlers.defaults(
+                kopf.Memo(
+                    providers=ProviderFactory(args.default_provider),
+                    api_connections=connection_limit(args.namespace or ()),
+                )
+            ),
         )
     )
     return 0

@@ -20,14 +20,14 @@ from collections.abc import Callable
 
 import kopf
 
-from modeldeploy import kube_status, metrics
+from modeldeploy import kube_login, kube_status, metrics
 from modeldeploy.gitops.kube import GROUP, PLURAL, VERSION
 from modeldeploy.liveness import ApiServerLost, ApiWatchdog
 from modeldeploy.policy import PolicySource
 from modeldeploy.providers import ProviderFactory
 from modeldeploy.reconcile import cleanup, controller
 from modeldeploy.reconcile.types import Event, Timing
-from modeldeploy.scheduling import Pacer, next_delay, worker_pool
+from modeldeploy.scheduling import Pacer, next_delay, worker_count, worker_pool
 
 EventSink = Callable[[kopf.Body, Event], None]
 
@@ -52,10 +52,16 @@ def defaults(memo: kopf.Memo) -> kopf.Memo:
 
 
 @kopf.on.login()
-def login(**kwargs: object) -> kopf.ConnectionInfo | None:
+async def login(memo: kopf.Memo, **kwargs: object) -> kopf.AiohttpSession | None:
     # kopf's own login through the kubernetes client, named here because it also configures
-    # the client that the liveness probe uses: the probe asks the API server kopf talks to.
-    return kopf.login_via_client(**kwargs)
+    # the client that the liveness probe and the status writer use; the pools sized for the
+    # work (kube_login.py). Async: the session belongs to the operator's event loop.
+    info = kopf.login_via_client(memo=memo, **kwargs)  # type: ignore[arg-type]
+    if info is None:
+        return None
+    kube_login.size_client_pool(worker_count())
+    limit = memo.get("api_connections", kube_login.connection_limit())
+    return kube_login.bounded_session(info, limit) if limit else None
 
 
 @kopf.on.probe(id="apiserver")

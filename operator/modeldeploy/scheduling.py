@@ -29,10 +29,13 @@ def next_delay(
     return requeue_after
 
 
+def worker_count() -> int:
+    """How many threads passes run in (MODELDEPLOY_WORKERS, 16 by default)."""
+    return max(1, int(os.environ.get("MODELDEPLOY_WORKERS", "16")))
+
+
 def worker_pool() -> ThreadPoolExecutor:
-    """The threads passes run in (MODELDEPLOY_WORKERS, 16 by default)."""
-    workers = int(os.environ.get("MODELDEPLOY_WORKERS", "16"))
-    return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modeldeploy-pass")
+    return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="modeldeploy-pass")
 
 
 class Pacer:
