@@ -94,6 +94,7 @@ class CountingProxy(FaultProxy):
         super().__init__(upstream, rate=0.0)
         self.first_call: dict[str, float] = {}  # resource name -> wall time
         self.per_resource: dict[str, Counter[str]] = {}
+        self.first_of: dict[str, dict[str, float]] = {}  # resource -> operation -> wall time
 
     def forward(
         self, command: str, path: str, headers: list[tuple[str, str]], body: bytes
@@ -107,6 +108,7 @@ class CountingProxy(FaultProxy):
                 name = f"scale-{digits}"
                 self.first_call.setdefault(name, now)
                 self.per_resource.setdefault(name, Counter())[op] += 1
+                self.first_of.setdefault(name, {}).setdefault(op, now)
         return super().forward(command, path, headers, body)
 
     def calls(self) -> Counter[str]:
@@ -445,6 +447,12 @@ def converge_phase(
     first = [proxy.first_call[k] - born[k] for k in born if k in proxy.first_call]
     with proxy._lock:
         per = {k: sum(c.values()) for k, c in proxy.per_resource.items()}
+        # Where the time goes: create -> each operation's first call, p50 over the resources.
+        firsts: dict[str, list[float]] = {}
+        for k, ops in proxy.first_of.items():
+            for op_, t in ops.items():
+                if k in born:
+                    firsts.setdefault(op_, []).append(t - born[k])
     calls = after.calls - before.calls
     return {
         "all_ready_s": round(after.t - before.t, 1),
@@ -458,6 +466,9 @@ def converge_phase(
             op_: round(c / n, 2) for op_, c in sorted(calls.items(), key=lambda x: -x[1])
         },
         "calls_per_resource_min_max": [min(per.values()), max(per.values())] if per else None,
+        "first_of_operation_p50_s": dict(
+            sorted(((o, p50(ts)) for o, ts in firsts.items()), key=lambda x: x[1] or 0)
+        ),
         "calls_unattributed": sum(calls.values()) - sum(per.values()),
         "passes_per_resource": round((after.passes - before.passes) / n, 1),
         "cpu_s": round(after.cpu - before.cpu, 2),
@@ -665,7 +676,21 @@ def markdown(result: dict) -> str:
         f"{s['steady_seconds']} s; {s['cores']} cores.\n"
     )
     note = f"\n{result['note']}\n" if result["note"] else ""
-    return f"{head}{note}\n{table(result['runs'])}\n\n{by_operation(result['runs'])}\n"
+    runs = result["runs"]
+    return f"{head}{note}\n{table(runs)}\n\n{by_operation(runs)}\n\n{timeline(runs)}\n"
+
+
+def timeline(runs: list[dict]) -> str:
+    """Create -> the first call of each operation, p50 over the resources: where time goes."""
+    firsts = [r["converge"].get("first_of_operation_p50_s", {}) for r in runs]
+    ops = sorted({o for f in firsts for o in f}, key=lambda o: firsts[0].get(o) or 0)
+    lines = [
+        "| create -> first call, p50 | " + " | ".join(f"N={r['n']}" for r in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
+    for o in ops:
+        lines.append(f"| {o} | " + " | ".join(f"{f.get(o, '')} s" for f in firsts) + " |")
+    return "\n".join(lines)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ import io
 import json
 import pickle
 import struct
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -356,21 +357,35 @@ def test_explicit_images() -> None:
     assert check_info(info, None, f"{ecr}/team/custom-xgb:latest") == ""
 
 
-def test_image_uri_offline_looked_up_once_outside_the_operator() -> None:
-    compat._image_uri.cache_clear()
+def test_image_uri_from_the_packaged_table_else_once_per_region_outside_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compat._region_images.cache_clear()
     uri = compat.image_uri("us-east-1", "1.7-1")
-    assert uri.endswith("/sagemaker-xgboost:1.7-1")
-    assert ".dkr.ecr.us-east-1.amazonaws.com" in uri
-    assert compat.image_uri("us-east-1", "1.7-1") == uri  # kept: asked once per region
-    assert compat._image_uri.cache_info().hits == 1
-    assert compat.image_uri("eu-west-1", "1.7-1").endswith(
-        ".eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    assert uri.endswith(".dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1")
+    assert compat.image_uri("eu-west-1", "0.90-1").endswith(
+        ".eu-west-1.amazonaws.com/sagemaker-xgboost:0.90-1-cpu-py3"
     )
+    assert compat._region_images.cache_info().currsize == 0  # no child for a packaged region
+
+    # A region the packaged table lacks: one child answers all its versions.
+    monkeypatch.setattr(compat, "_packaged_images", lambda: {})
+    assert compat.image_uri("us-east-1", "1.7-1") == uri
+    assert compat.image_uri("us-east-1", "3.2-0").endswith("/sagemaker-xgboost:3.2-0")
+    assert compat._region_images.cache_info().hits == 1
     # sagemaker-core's ~90 MiB never enter the operator's process
     assert not any(m.startswith("sagemaker.core") for m in sys.modules)
     with pytest.raises(ValueError, match=r"no XGBoost 1\.7-1 image for mars-north-1"):
         compat.image_uri("mars-north-1", "1.7-1")
-    compat._image_uri.cache_clear()
+    compat._region_images.cache_clear()
+
+
+def test_the_packaged_image_table_is_sagemaker_cores() -> None:
+    script = Path(__file__).resolve().parents[1] / "hack" / "gen-image-table.py"
+    check = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300
+    )
+    assert check.returncode == 0, check.stderr
 
 
 @pytest.mark.parametrize("fmt", ["ubj", "json"])

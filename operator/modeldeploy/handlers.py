@@ -109,8 +109,9 @@ def _pacer(memo: kopf.Memo) -> Pacer:
     return memo.setdefault("pacer", Pacer())
 
 
-async def _pass(body: kopf.Body, memo: kopf.Memo) -> dict:
-    """One chain of passes; the status patch it makes (under the object's lock)."""
+async def _pass(body: kopf.Body, memo: kopf.Memo, *, go_on: bool = False) -> dict:
+    """One chain of passes; the status patch it makes (under the object's lock). `go_on`: the
+    caller writes the patch before the next pass can start (the daemon)."""
     resource = _plain(body)
     # Only this operator writes the status, and the one it wrote last may be newer than a
     # body whose watch event has not arrived yet (a restart starts from the body's).
@@ -119,7 +120,13 @@ async def _pass(body: kopf.Body, memo: kopf.Memo) -> dict:
     old = resource.get("status") or {}
     result = await _chain(body, resource, memo)
     memo["status"] = result.status
-    _pacer(memo).schedule(next_delay(result.requeue_after, memo.timing))
+    delay = next_delay(result.requeue_after, memo.timing)
+    if go_on and memo.timing.chain and not result.transient:
+        # A chain that ran out of time while acting: the daemon writes its status, then goes
+        # on at once. (After a handler, kopf writes the status once the handler has returned:
+        # the daemon waits `act` so that patch lands before its own.)
+        delay = 0 if result.requeue_after <= memo.timing.act else delay
+    _pacer(memo).schedule(delay)
     return status_patch(old, result.status)
 
 
@@ -165,7 +172,7 @@ async def pace(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **
         if body.metadata.get("deletionTimestamp"):
             return
         async with memo.setdefault("lock", asyncio.Lock()):
-            changes = await _pass(body, memo)
+            changes = await _pass(body, memo, go_on=True)
             if changes and not await asyncio.to_thread(memo.status_writer.patch, body, changes):
                 memo.pop("status", None)  # not written: start again from the body's
 

@@ -9,6 +9,7 @@ writer's version from the model itself and refuse an image that cannot read it t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -16,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from modeldeploy.artifacts import guard
@@ -105,29 +107,68 @@ def framework_version_from_image(image: str) -> str:
     return ""
 
 
-_IMAGE_URI_LOOKUP = (
-    "import sys; from sagemaker.core import image_uris; "
-    "print(image_uris.retrieve('xgboost', sys.argv[1], sys.argv[2]))"
-)
+# One child per region answers every version we know: {version: uri}, a version without an
+# image in that region left out.
+_IMAGE_URI_LOOKUP = """
+import json, sys
+from sagemaker.core import image_uris
+found = {}
+for version in sys.argv[2:]:
+    try:
+        found[version] = image_uris.retrieve("xgboost", sys.argv[1], version)
+    except ValueError:
+        pass
+print(json.dumps(found))
+"""
 
-
+IMAGE_TABLE = Path(__file__).with_name("xgboost_images.json")
 _IMAGE_URI_LOCK = threading.Lock()
+_PREFETCHED: set[str] = set()
 
 
 def image_uri(region: str, framework_version: str) -> str:
     """The first-party XGBoost image URI for a region (offline, from sagemaker-core's table).
 
-    Looked up in a child process: importing sagemaker-core costs over a second of CPU and
-    ~90 MiB that the operator would keep for its lifetime. One lookup at a time, so passes
-    asking at once start one child, not one each. ValueError when it has none."""
+    From IMAGE_TABLE, written from that table by hack/gen-image-table.py (a test keeps it
+    current). A region or version it lacks is looked up in a child process: importing
+    sagemaker-core costs over two seconds of CPU and ~90 MiB that the operator would keep for
+    its lifetime. One child per region, answering every version at once; passes asking
+    meanwhile wait for it. ValueError when it has none."""
+    if uri := _packaged_images().get(region, {}).get(framework_version):
+        return uri
     with _IMAGE_URI_LOCK:
-        return _image_uri(region, framework_version)
+        table = _region_images(region)
+    if framework_version not in table:
+        raise ValueError(f"no XGBoost {framework_version} image for {region}")
+    return table[framework_version]
 
 
-@functools.cache  # a static table: looked up once per (region, version)
-def _image_uri(region: str, framework_version: str) -> str:
+@functools.cache
+def _packaged_images() -> dict[str, dict[str, str]]:
+    return json.loads(IMAGE_TABLE.read_text())["images"]
+
+
+def prefetch_image_uris(region: str) -> None:
+    """Start the region's lookup in the background when the packaged table lacks the region
+    (a provider for it was just made: its first registration will need it, seconds from now)."""
+    if region in _packaged_images():
+        return
+    with _IMAGE_URI_LOCK:
+        if region in _PREFETCHED:
+            return
+        _PREFETCHED.add(region)
+    threading.Thread(target=_quietly, args=(image_uri, region, ""), daemon=True).start()
+
+
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    with contextlib.suppress(Exception):  # the lookup that needs it says what went wrong
+        fn(*args)
+
+
+@functools.cache  # a static table: looked up once per region
+def _region_images(region: str) -> dict[str, str]:
     proc = subprocess.run(
-        [sys.executable, "-c", _IMAGE_URI_LOOKUP, region, framework_version],
+        [sys.executable, "-c", _IMAGE_URI_LOOKUP, region, *IMAGE_XGBOOST],
         capture_output=True,
         text=True,
         timeout=120,
@@ -135,8 +176,8 @@ def _image_uri(region: str, framework_version: str) -> str:
     )
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["no output"]
-        raise ValueError(f"no XGBoost {framework_version} image for {region}: {lines[-1]}")
-    return proc.stdout.strip()
+        raise ValueError(f"no XGBoost image table for {region}: {lines[-1]}")
+    return json.loads(proc.stdout)
 
 
 def incompatibility(info: ModelInfo, framework_version: str) -> str | None:

@@ -23,6 +23,10 @@ def _sagemaker(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
     region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         raise SpecError("spec.region is required for the sagemaker provider (or set AWS_REGION)")
+    if not read_only:  # its first registration needs the region's image table, seconds from now
+        from modeldeploy.artifacts.compat import prefetch_image_uris
+
+        prefetch_image_uris(region)
     return SageMakerProvider(region=region)
 
 
