@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from emulator import REGION, ROLE_ARN
 from providers import deploy_request, recorded
 
@@ -379,6 +380,30 @@ def test_groups_are_listed_once_for_a_burst_and_described_when_that_is_cheaper(
     with recorded(sagemaker_client) as calls:
         assert groups.lookup("g6", describe).endswith("/g6")  # two lookups now: listed
     assert calls == ["ListModelPackageGroups"] * 2
+
+
+def test_a_role_that_may_not_list_groups_describes_them(
+    sagemaker_client, registry: SageMakerRegistry, clock: Clock
+) -> None:
+    # The emulator enforces no IAM: the refusal is the answer SageMaker gives, made by a hook.
+    refused = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+
+    def deny(**_: object) -> tuple:
+        return AWSResponse("", 400, {}, None), refused
+
+    sagemaker_client.meta.events.register("before-call.sagemaker.ListModelPackageGroups", deny)
+    sagemaker_client.create_model_package_group(ModelPackageGroupName="g0")
+    groups, describe = GroupsView(sagemaker_client, trust=5, clock=clock), registry.describe_group
+    try:
+        with recorded(sagemaker_client) as calls:
+            for _ in range(3):  # a burst: it tries a listing once, then only describes
+                assert groups.lookup("g0", describe).endswith("/g0")
+        listed = [c for c in calls if c == "ListModelPackageGroups"]
+        assert (len(listed), calls.count("DescribeModelPackageGroup")) == (1, 3)
+    finally:
+        sagemaker_client.meta.events.unregister(
+            "before-call.sagemaker.ListModelPackageGroups", deny
+        )
 
 
 def test_registering_into_a_group_created_here_lists_nothing_until_an_outcome_is_unknown(

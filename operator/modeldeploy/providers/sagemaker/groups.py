@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from modeldeploy.providers.errors import aws
+from modeldeploy.providers.errors import ProviderError, TransientError, aws
 
 Clock = Callable[[], float]
 PAGE = 100  # the most ListModelPackageGroups returns per call
@@ -36,6 +36,7 @@ class GroupsView:
         self._listed_at = float("-inf")
         self._pages = 2  # what the last listing cost; before one, two lookups at once try it
         self._asked: deque[float] = deque(maxlen=10_000)  # when lookups came, recent ones
+        self._refused = False  # the role may not list groups
 
     def lookup(self, group: str, describe: Callable[[str], str | None]) -> str | None:
         """The group's ARN, or None when it does not exist: from a listing at most `trust`
@@ -46,11 +47,19 @@ class GroupsView:
             while self._asked and self._asked[0] < now - self._trust:
                 self._asked.popleft()
             worth_listing = len(self._asked) >= self._pages
-        if not self._fresh() and not worth_listing:
+        if self._refused or (not self._fresh() and not worth_listing):
             return describe(group)
-        with self._refresh:
-            if not self._fresh():  # another thread may have listed while this one waited
-                self._list()
+        try:
+            with self._refresh:
+                if not self._fresh():  # another thread may have listed while this one waited
+                    self._list()
+        except TransientError:
+            raise
+        except ProviderError:
+            # A role granted DescribeModelPackageGroup but not ListModelPackageGroups (the
+            # operator's policy before it listed groups): describe, as before, from now on.
+            self._refused = True
+            return describe(group)
         with self._lock:
             return self._arns.get(group)
 
