@@ -4,6 +4,7 @@ written), sharing the work between resources that name the same bytes."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -117,8 +118,8 @@ class ArtifactChecker:
             with aws(f"GetObject {model.artifact}"), open(tar, "wb") as f:
                 shutil.copyfileobj(obj["Body"], f, 1 << 20)
             digest = sha256_file(tar)
-            make = lambda: self._inspect(model, tar, digest)  # noqa: E731
-            checked = self._inspected.get_or_make((digest, *asked), make)
+            inspect = functools.partial(self._inspect, model, tar, digest)
+            checked = self._inspected.get_or_make((digest, *asked), inspect)
         if etag:
             self._artifacts.keep((bucket, key, etag, *asked), checked)
         return checked

@@ -197,14 +197,7 @@ class EndpointsView:
     """The status of every endpoint of the operator's naming in the region, as last listed;
     and of the endpoints this process has just created, from a listing of recent changes."""
 
-    def __init__(
-        self,
-        sm: Any,
-        *,
-        max_age: float,
-        clock: Clock = time.monotonic,
-        recent_spacing: float = RECENT_SPACING,
-    ):
+    def __init__(self, sm: Any, *, max_age: float, clock: Clock = time.monotonic):
         self._sm = sm
         self._when = _Refreshing(max_age, clock)
         self._when.expire()  # nothing is known of endpoints before the first listing
@@ -213,7 +206,6 @@ class EndpointsView:
         self._created: dict[str, _Created] = {}
         self._recent: dict[str, str] = {}
         self._recent_started = float("-inf")
-        self._recent_spacing = recent_spacing
         self._recent_refresh = threading.Lock()
 
     def needs_describe(self, name: str) -> bool:
@@ -285,7 +277,7 @@ class EndpointsView:
 
     def _recent_is_fresh(self, since: float) -> bool:
         started = self._recent_started
-        return started >= since and self._when.clock() - started <= self._recent_spacing
+        return started >= since and self._when.clock() - started <= RECENT_SPACING
 
     def _list_recent(self, since: float) -> None:
         """Make sure a listing of recent changes started after `since` and is fresh: one thread
@@ -293,7 +285,7 @@ class EndpointsView:
         with self._recent_refresh:
             if self._recent_is_fresh(since):
                 return
-            wait = self._recent_started + self._recent_spacing - self._when.clock()
+            wait = self._recent_started + RECENT_SPACING - self._when.clock()
             if wait > 0:
                 time.sleep(wait)
             started = self._when.clock()
