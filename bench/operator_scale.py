@@ -6,8 +6,9 @@ counting proxy, against a plain boto3 script making the same pipelines' ten call
         [--resync-seconds 30] [--out bench/results/operator_scale]
 
 Per N, everything is fresh (control plane, emulator, proxy, operator) and stopped by PID at the
-end. Measured: time until all are Ready (seen through `kubectl get --watch`), create -> first AWS call
-per resource (attributed by the names in each request), AWS calls per resource by operation
+end. Measured: time until all are Ready (seen through `kubectl get --watch`), create -> first
+AWS call per resource and -> the first call of each operation (attributed by the names in each
+request), AWS calls per resource by operation
 until all are Ready, operator RSS sampled every 0.5 s from /proc (idle, peak, after), CPU from
 /proc/<pid>/stat while converging and over a steady window of about two resyncs. Prints the
 issue's table and saves <out>.json and <out>.md. Asserts no timings: exits 1 only when a

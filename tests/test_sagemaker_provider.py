@@ -205,6 +205,27 @@ def test_unreachable_aws_is_transient(aws_env, monkeypatch: pytest.MonkeyPatch) 
         SageMakerProvider(REGION, ROLE_ARN).observe(make_spec(), NO_HINT, namespace=NS, name=NAME)
 
 
+def test_one_provider_serves_the_environment_region_named_or_not(
+    aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from modeldeploy.providers import ProviderFactory
+
+    monkeypatch.setenv("AWS_REGION", REGION)
+    factory = ProviderFactory(default="sagemaker")
+    factory.warm()  # built in the background at start, before any resource asks
+    deadline = time.monotonic() + 30
+    while not factory.built() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (warmed,) = factory.built()
+    unnamed = make_spec().model_copy(update={"region": None})
+    assert factory.get(make_spec()) is factory.get(unnamed) is warmed
+    assert ProviderFactory(default="local").warm() is None  # nothing to warm: no thread
+    other = make_spec().model_copy(update={"region": "eu-west-1"})
+    assert factory.get(other) is not warmed
+
+
 # -- registry -------------------------------------------------------------------------------------
 
 

@@ -83,6 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     settings.posting.level = logging.ERROR  # our own Events say what happened, not log lines
     asyncio.get_running_loop().set_default_executor(worker_pool())  # what passes run in
     defaults(memo)
+    memo.providers.warm()
     metrics.serve_from_env()
 
 

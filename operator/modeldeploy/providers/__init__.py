@@ -7,6 +7,7 @@ provider's would otherwise supervise its endpoints (start, stop, roll back, reco
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -17,10 +18,14 @@ from modeldeploy.spec import ModelDeploymentSpec, SpecError
 Builder = Callable[[ModelDeploymentSpec, bool], Provider]  # (spec, read_only)
 
 
+def environment_region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
 def _sagemaker(spec: ModelDeploymentSpec, read_only: bool) -> Provider:
     from modeldeploy.providers.sagemaker import SageMakerProvider
 
-    region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = spec.region or environment_region()
     if not region:
         raise SpecError("spec.region is required for the sagemaker provider (or set AWS_REGION)")
     if not read_only:  # its first registration needs the region's image table, seconds from now
@@ -66,11 +71,26 @@ class ProviderFactory:
         # Not the role: that is each endpoint's identity, carried by its DeployRequest. The
         # credentials are the operator's own, so one provider (its clients, caches and views)
         # serves every resource of a region.
-        key = (name, spec.region)
+        # A sagemaker spec without a region is in the environment's: one provider for both.
+        region = spec.region or (environment_region() if name == "sagemaker" else None)
+        key = (name, region)
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = self._builders[name](spec, self.read_only)
             return self._cache[key]
+
+    def warm(self) -> None:
+        """Build the default sagemaker provider of the environment's region in the background:
+        its clients take a moment to load their service models, and the first resources would
+        all wait for it."""
+        if self.default != "sagemaker" or self.read_only or not environment_region():
+            return
+        spec = ModelDeploymentSpec.model_construct(provider=None, region=None)
+        threading.Thread(target=self._warm, args=(spec,), daemon=True).start()
+
+    def _warm(self, spec: ModelDeploymentSpec) -> None:
+        with contextlib.suppress(Exception):  # the first pass that needs it reports it
+            self.get(spec)
 
     def built(self) -> list[Provider]:
         """The providers built so far (to stop what they started, for instance)."""
