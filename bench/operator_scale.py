@@ -272,18 +272,30 @@ def wait_all_ready(
 
     def read(watch: subprocess.Popen) -> None:
         for line in watch.stdout or ():
-            name, phase, ready_status, stamp = line.split()
+            if len(fields := line.split()) != 4:
+                continue  # not a row (a warning kubectl printed)
+            name, phase, ready_status, stamp = fields
             stamp_t = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             created.setdefault(name, stamp_t.timestamp())
             if phase == "Deployed" and ready_status == "True":
                 ready.setdefault(name, time.time())
+
+    def stuck() -> str:
+        """What the resources not seen Ready say, read again (the watch may have missed it)."""
+        items = json.loads(kube.run("-n", NAMESPACE, "get", "mdep", "-o", "json"))["items"]
+        return "; ".join(
+            f"{i['metadata']['name']}: {(i.get('status') or {}).get('phase')} "
+            f"{(i.get('status') or {}).get('message', '')!r}"
+            for i in items
+            if i["metadata"]["name"] not in ready
+        )[:4000]
 
     deadline = time.monotonic() + timeout
     watch = None
     try:
         while len(ready) < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(ready)} of {n} Ready after {timeout:.0f} s")
+                raise TimeoutError(f"{len(ready)} of {n} Ready after {timeout:.0f} s: {stuck()}")
             if watch is None or watch.poll() is not None:  # (again: the server ends watches)
                 watch = kube.watch("-n", NAMESPACE, "get", "mdep", "--no-headers",
                                    "-o", f"custom-columns={READY_COLUMNS}")  # fmt: skip

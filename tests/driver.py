@@ -53,12 +53,20 @@ class Resource:
             "spec": spec,
         }
         self.events: list[Event] = []
+        self.writes: list[dict] = []  # the status patches written, in order
         self.memo = kopf.Memo(
             providers=providers,
             timing=Timing(),
             policy=policy or PolicySource(),
             post_event=lambda body, event: self.events.append(event),
+            status_writer=self,  # status patches merged as the API server would
         )
+
+    def patch(self, body: kopf.Body, status: dict) -> bool:
+        """The status writer the handlers call (kube_status.StatusWriter's interface)."""
+        self.writes.append(copy.deepcopy(status))
+        merge(self.raw.setdefault("status", {}), status)
+        return True
 
     @property
     def status(self) -> dict:

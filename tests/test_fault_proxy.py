@@ -76,7 +76,8 @@ def test_a_batch_converges_through_faults_without_duplicates(
         if op.startswith("Create") and any(k.endswith("-after") for k in kinds)
     ]
     assert lost, tally
-    assert 0.1 < tally["faults"] / tally["requests"] < 0.3, tally
+    # About the rate asked (0.2): a pipeline makes ~11 calls now, so ~70 requests in all
+    assert 0.1 < tally["faults"] / tally["requests"] < 0.35, tally
 
 
 # Every create loses its answer once, after the emulator did the work. Before the SDK was kept

@@ -1,7 +1,8 @@
-"""Writing a ModelDeployment's status outside kopf's handler cycle (the pacing daemon's passes).
+"""Writing a ModelDeployment's status, from every handler and the pacing daemon alike.
 
-kopf applies a handler's patch when the handler returns; a daemon never returns between passes,
-so its patches go through the Kubernetes client kopf logged in with (handlers.login).
+kopf applies a handler's patch some time after the handler returns, and a daemon never returns
+between passes; so both write status through the Kubernetes client kopf logged in with
+(handlers.login), under the object's lock, and a write never lands after a newer one.
 """
 
 from __future__ import annotations
