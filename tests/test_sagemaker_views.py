@@ -176,20 +176,27 @@ def test_an_approval_changed_elsewhere_is_described_again(
     assert calls == ["DescribeModelPackage"]
 
 
+def count_inspections(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.0) -> list[str]:
+    """The artifacts inspected from now on (each taking at least `seconds`)."""
+    inspected: list[str] = []
+    real = guard.inspect_file
+
+    def counting(path, **kwargs):
+        inspected.append(str(path))
+        time.sleep(seconds)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(guard, "inspect_file", counting)
+    return inspected
+
+
 def test_the_same_artifact_is_checked_once_until_its_bytes_change(
     registry: SageMakerRegistry,
     model_artifact: str,
     upload: Callable[[str, bytes], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    inspected: list[str] = []
-    real = guard.inspect_file
-
-    def counting(path, **kwargs):
-        inspected.append(str(path))
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(guard, "inspect_file", counting)
+    inspected = count_inspections(monkeypatch)
     for group in ("churn", "churn-copy"):
         registry.ensure_group(group, None)
         registry.register_version(spec_for(group, model_artifact))
@@ -221,15 +228,7 @@ def test_resources_naming_the_same_bytes_at_once_share_one_inspection(
 
     from conftest import build_model_tar
 
-    inspected: list[str] = []
-    real = guard.inspect_file
-
-    def slow_counting(path, **kwargs):
-        inspected.append(str(path))
-        time.sleep(0.5)  # the others arrive while it runs
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(guard, "inspect_file", slow_counting)
+    inspected = count_inspections(monkeypatch, seconds=0.5)  # the others arrive meanwhile
     groups = [f"same-bytes-{i}" for i in range(4)]
     artifacts = [upload(f"{g}/model.tar.gz", build_model_tar(rounds=3)) for g in groups]
     for group in groups:
