@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from modeldeploy.artifacts import guard
@@ -136,8 +135,7 @@ def image_uri(region: str, framework_version: str) -> str:
     meanwhile wait for it. ValueError when it has none."""
     if uri := _packaged_images().get(region, {}).get(framework_version):
         return uri
-    with _IMAGE_URI_LOCK:
-        table = _region_images(region)
+    table = _looked_up(region)
     if framework_version not in table:
         raise ValueError(f"no XGBoost {framework_version} image for {region}")
     return table[framework_version]
@@ -157,12 +155,17 @@ def prefetch_image_uris(region: str) -> None:
         if region in _PREFETCHED:
             return
         _PREFETCHED.add(region)
-    threading.Thread(target=_quietly, args=(image_uri, region, ""), daemon=True).start()
+    threading.Thread(target=_quietly, args=(region,), daemon=True).start()
 
 
-def _quietly(fn: Callable[..., object], *args: object) -> None:
+def _quietly(region: str) -> None:
     with contextlib.suppress(Exception):  # the lookup that needs it says what went wrong
-        fn(*args)
+        _looked_up(region)
+
+
+def _looked_up(region: str) -> dict[str, str]:
+    with _IMAGE_URI_LOCK:  # one child per region, however many passes ask meanwhile
+        return _region_images(region)
 
 
 @functools.cache  # a static table: looked up once per region
