@@ -8,10 +8,12 @@ BIN    := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# requirements/dev.txt (hack/lock.sh) pins every package, so pip resolves nothing and a new
+# upstream release cannot change or stall a fresh install.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,report]'
+	$(BIN)/pip install --quiet --constraint requirements/dev.txt -e '.[dev,report]'
 	touch $@
 
 # kube-apiserver, etcd and kubectl, built from the Go module proxy (cold: ~8 min on 2 cores);
