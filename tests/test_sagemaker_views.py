@@ -18,8 +18,9 @@ from providers import deploy_request, recorded
 from modeldeploy import naming
 from modeldeploy.artifacts import guard
 from modeldeploy.providers.sagemaker import SageMakerProvider
-from modeldeploy.providers.sagemaker.groups import PAGE, GroupsView
+from modeldeploy.providers.sagemaker.groups import GroupsView
 from modeldeploy.providers.sagemaker.hosting import SageMakerHosting
+from modeldeploy.providers.sagemaker.listing import PAGE
 from modeldeploy.providers.sagemaker.registry import SageMakerRegistry
 from modeldeploy.providers.sagemaker.views import EndpointsView, VersionsView
 from modeldeploy.remote import APPROVED, PENDING, EndpointStatus, ModelVersion, ObserveHint

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from modeldeploy.providers.errors import ProviderError, TransientError, aws
+from modeldeploy.providers.sagemaker.listing import list_all
 
 Clock = Callable[[], float]
-PAGE = 100  # the most ListModelPackageGroups returns per call
 
 
 class GroupsView:
@@ -72,17 +72,12 @@ class GroupsView:
         return self._clock() - self._listed_at <= self._trust
 
     def _list(self) -> None:
-        started, pages, arns = self._clock(), 0, {}
-        kwargs: dict[str, Any] = {"MaxResults": PAGE}
+        started = self._clock()
         with aws("ListModelPackageGroups (every group in the region)"):
-            while True:
-                page = self._sm.list_model_package_groups(**kwargs)
-                pages += 1
-                for item in page.get("ModelPackageGroupSummaryList", []):
-                    arns[item["ModelPackageGroupName"]] = item["ModelPackageGroupArn"]
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
+            items, pages = list_all(
+                self._sm.list_model_package_groups, "ModelPackageGroupSummaryList"
+            )
+        arns = {item["ModelPackageGroupName"]: item["ModelPackageGroupArn"] for item in items}
         with self._lock:
             # A group created while the listing ran may be missing from it: keep the create.
             arns |= {g: self._arns[g] for g, t in self._created.items() if t >= started}

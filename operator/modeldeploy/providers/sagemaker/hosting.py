@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from modeldeploy import naming
 from modeldeploy.providers.errors import TerminalError, TransientError, aws, from_aws
 from modeldeploy.providers.sagemaker.errors import already_exists, call_or_none
+from modeldeploy.providers.sagemaker.listing import endpoint_statuses, list_all
 from modeldeploy.providers.sagemaker.views import EndpointsView
 from modeldeploy.remote import DeployRequest, Endpoint, EndpointStatus, InvokeResult
 
@@ -90,24 +91,15 @@ class SageMakerHosting:
 
     def list_endpoints(self, name_contains: str) -> dict[str, str]:
         """Endpoint name -> status for names containing `name_contains`."""
-        return {
-            item["EndpointName"]: item.get("EndpointStatus", "")
-            for item in self._list(self.sm.list_endpoints, "Endpoints", name_contains)
-        }
+        with aws(f"ListEndpoints {name_contains}"):
+            return endpoint_statuses(self.sm, NameContains=name_contains)
 
     def names(self, prefix: str) -> list[str]:
         return sorted(n for n in self.list_endpoints(prefix) if n.startswith(prefix))
 
     def _list(self, call: Any, key: str, name_contains: str) -> list[dict]:
-        items: list[dict] = []
-        kwargs: dict[str, Any] = {"NameContains": name_contains, "MaxResults": 100}
         with aws(f"List{key} {name_contains}"):
-            while True:
-                page = call(**kwargs)
-                items += page.get(key, [])
-                if not page.get("NextToken"):
-                    return items
-                kwargs["NextToken"] = page["NextToken"]
+            return list_all(call, key, NameContains=name_contains)[0]
 
     # -- deploy -----------------------------------------------------------------------------------
 

@@ -21,32 +21,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from modeldeploy.providers.errors import aws
+from modeldeploy.providers.sagemaker.listing import PAGE, endpoint_statuses, list_all
 from modeldeploy.remote import Endpoint, EndpointStatus
 
 Clock = Callable[[], float]
-PAGE = 100  # the most ListModelPackages and ListEndpoints return per call
 STAGE_SUFFIXES = ("-staging", "-prod")  # naming.py: only the operator's endpoints are kept
 # Endpoints just created are seen through one listing of the region's recent changes at most
 # this often (seconds), and a listing this old is made again.
 RECENT_SPACING = 0.5
 RECENT_MARGIN = timedelta(seconds=2)
 _SUMMARY_KEYS = ("ModelPackageVersion", "ModelPackageArn", "ModelApprovalStatus")
-
-
-def _pages(call: Callable[..., dict], key: str, **kwargs: Any) -> Iterator[dict]:
-    kwargs["MaxResults"] = PAGE
-    while True:
-        page = call(**kwargs)
-        yield from page.get(key, [])
-        if not page.get("NextToken"):
-            return
-        kwargs["NextToken"] = page["NextToken"]
 
 
 def _newest(summaries: list[dict], limit: int) -> list[dict]:
@@ -164,14 +154,15 @@ class VersionsView:
     def _list_region(self, started: float) -> None:
         by_group: dict[str, list[dict]] = defaultdict(list)
         with aws("ListModelPackages (every versioned package in the region)"):
-            for summary in _pages(
+            summaries, _ = list_all(
                 self._sm.list_model_packages,
                 "ModelPackageSummaryList",
                 ModelPackageType="Versioned",
                 SortBy="CreationTime",
                 SortOrder="Descending",
-            ):
-                by_group[summary.get("ModelPackageGroupName", "")].append(summary)
+            )
+        for summary in summaries:
+            by_group[summary.get("ModelPackageGroupName", "")].append(summary)
         with self._when.lock:
             for group, known in list(self._groups.items()):
                 # A write made while the listing ran may be missing from it: keep the write.
@@ -267,11 +258,8 @@ class EndpointsView:
 
     def _list_region(self, started: float) -> None:
         with aws("ListEndpoints (every endpoint in the region)"):
-            listed = {
-                item["EndpointName"]: item.get("EndpointStatus", "")
-                for item in _pages(self._sm.list_endpoints, "Endpoints")
-                if item["EndpointName"].endswith(STAGE_SUFFIXES)
-            }
+            statuses = endpoint_statuses(self._sm)
+        listed = {name: s for name, s in statuses.items() if name.endswith(STAGE_SUFFIXES)}
         with self._when.lock:
             self._listed = listed
 
@@ -297,10 +285,7 @@ class EndpointsView:
                 # create still settling (Date headers are whole seconds; a margin on top).
                 kwargs["LastModifiedTimeAfter"] = min(times) - RECENT_MARGIN  # type: ignore[type-var]
             with aws("ListEndpoints (recently changed)"):
-                recent = {
-                    item["EndpointName"]: item.get("EndpointStatus", "")
-                    for item in _pages(self._sm.list_endpoints, "Endpoints", **kwargs)
-                }
+                recent = endpoint_statuses(self._sm, **kwargs)
             with self._when.lock:
                 self._recent = recent
                 self._recent_started = started
