@@ -451,8 +451,24 @@ def start_operator(kube: Kube, env: dict[str, str], args: argparse.Namespace) ->
     return op
 
 
+def wait_quiet(pid: int, *, below: float = 0.05, limit: float = 30) -> float:
+    """Seconds until the process used less than `below` CPU seconds in one second (start-up
+    done: imports, the default provider's clients built in the background), at most `limit`."""
+    start = time.monotonic()
+    last = sum(cpu_seconds(pid))
+    while time.monotonic() - start < limit:
+        time.sleep(1)
+        now = sum(cpu_seconds(pid))
+        if now - last < below:
+            break
+        last = now
+    return round(time.monotonic() - start, 1)
+
+
 def idle_phase(op: OperatorProcess, proxy: CountingProxy, sampler: Sampler, seconds: float) -> dict:
-    """The started operator with no resource at all."""
+    """The started operator with no resource at all, once its start-up work is done."""
+    assert op.proc is not None
+    settled = wait_quiet(op.proc.pid)
     before = mark(op, proxy)
     time.sleep(seconds)
     after = mark(op, proxy)
@@ -460,6 +476,7 @@ def idle_phase(op: OperatorProcess, proxy: CountingProxy, sampler: Sampler, seco
     return {
         "rss_mib": round(statistics.median(rss), 1),
         "cpu_per_min": round((after.cpu - before.cpu) / (after.t - before.t) * 60, 2),
+        "settled_after_s": settled,
     }
 
 
@@ -588,6 +605,7 @@ def operator_run(
         }
         return {
             "idle_cpu_per_min_no_resources": idle["cpu_per_min"],
+            "start_up_settled_s": idle["settled_after_s"],
             "converge": converge,
             "steady": steady,
             "rss": rss,
@@ -678,9 +696,10 @@ def table(runs: list[dict]) -> str:
         ),
         row("peak RSS above idle per 1,000 resources", lambda r: f"{per_thousand(r)} MiB"),
         row(
-            "idle CPU per minute before any resource",
+            "idle CPU per minute before any resource (after start-up settled)",
             lambda r: f"{r['idle_cpu_per_min_no_resources']} s",
         ),
+        row("start-up work settled after", lambda r: f"{r.get('start_up_settled_s', '-')} s"),
         row(
             "load average (1 min) before / after the run",
             lambda r: f"{r['loadavg_before'][0]} / {r['loadavg_after'][0]}",
