@@ -484,18 +484,33 @@ def p50(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
+def api_requests(kube: Kube) -> Counter[str]:
+    """The API server's requests so far by verb and resource (its apiserver_request_total),
+    the bench's own included (the apply's creates, the watch)."""
+    counts: Counter[str] = Counter()
+    for line in kube.run("get", "--raw", "/metrics").splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        resource = "/".join(filter(None, (labels.get("resource"), labels.get("subresource"))))
+        counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def converge_phase(
     kube: Kube, op: OperatorProcess, proxy: CountingProxy, n: int, args: argparse.Namespace
 ) -> tuple[dict, Mark]:
     path = Path(tempfile.mkstemp(prefix="modeldeploy-scale-", suffix=".yaml")[1])
     path.write_text(manifest(n))
     try:
+        api_before = api_requests(kube)
         before = mark(op, proxy)
         wall0 = time.time()
         kube.run("apply", "-f", str(path), timeout=max(300, n))
         applied = time.monotonic() - before.t
         ready, created = wait_all_ready(kube, n, args.timeout or 300 + n, op.assert_alive)
         after = mark(op, proxy)
+        api = api_requests(kube) - api_before
     finally:
         path.unlink()
     # creationTimestamp has whole seconds: the apply's start bounds it from below.
@@ -527,6 +542,9 @@ def converge_phase(
         ),
         "calls_unattributed": sum(calls.values()) - sum(per.values()),
         "passes_per_resource": round((after.passes - before.passes) / n, 1),
+        "api_requests_per_resource": {
+            k: round(c / n, 2) for k, c in sorted(api.items(), key=lambda x: -x[1]) if c / n >= 0.05
+        },
         "cpu_s": round(after.cpu - before.cpu, 2),
         "cpu_children_s": round(after.cpu_children - before.cpu_children, 2),
     }, before
@@ -708,19 +726,34 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def by_operation(runs: list[dict]) -> str:
-    ops = sorted({o for r in runs for o in r["converge"]["calls_per_resource_by_operation"]})
+def per_resource_table(runs: list[dict], key: str, title: str, total: str | None) -> str:
+    names = sorted({o for r in runs for o in r["converge"].get(key, {})})
     lines = [
-        "| AWS calls per resource to converge | " + " | ".join(f"N={r['n']}" for r in runs) + " |",
+        f"| {title} | " + " | ".join(f"N={r['n']}" for r in runs) + " |",
         "|---|" + "---:|" * len(runs),
     ]
-    for o in ops:
-        cells = [str(r["converge"]["calls_per_resource_by_operation"].get(o, 0)) for r in runs]
-        lines.append(f"| {o} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| total | " + " | ".join(str(r["converge"]["calls_per_resource"]) for r in runs) + " |"
-    )
+    for name in names:
+        cells = [str(r["converge"].get(key, {}).get(name, 0)) for r in runs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if total:
+        lines.append("| total | " + " | ".join(str(r["converge"][total]) for r in runs) + " |")
     return "\n".join(lines)
+
+
+def by_operation(runs: list[dict]) -> str:
+    aws = per_resource_table(
+        runs,
+        "calls_per_resource_by_operation",
+        "AWS calls per resource to converge",
+        "calls_per_resource",
+    )
+    api = per_resource_table(
+        runs,
+        "api_requests_per_resource",
+        "API server requests per resource to converge (the bench's apply and watch included)",
+        None,
+    )
+    return f"{aws}\n\n{api}"
 
 
 def markdown(result: dict) -> str:

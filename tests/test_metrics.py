@@ -302,6 +302,36 @@ def test_an_invalid_spec_is_a_stalled_pass() -> None:
     assert not [key for key in operator_samples() if ("name", "broken") in key[1]]
 
 
+def test_resource_series_follow_the_status_they_were_set_from() -> None:
+    """A condition the status no longer has loses its series; a pass that wrote no phase or
+    conditions (a first transient error) keeps the last ones."""
+    who = {"namespace": "metrics", "name": "moving"}
+    key = ("name", "moving")
+    conditions = [{"type": "Ready", "status": "False"}, {"type": "Degraded", "status": "True"}]
+    metrics.set_resource(
+        "metrics", "moving", {"phase": "DeployingStaging", "conditions": conditions}
+    )
+    metrics.set_resource("metrics", "moving", {})
+    now = operator_samples()
+    assert value(now, "modeldeploy_resource_phase", **who, phase="DeployingStaging") == 1
+    assert (
+        value(now, "modeldeploy_resource_condition", **who, condition="Degraded", status="True")
+        == 1
+    )
+
+    ready = [{"type": "Ready", "status": "True"}]
+    metrics.set_resource("metrics", "moving", {"phase": "Deployed", "conditions": ready})
+    now = operator_samples()
+    assert value(now, "modeldeploy_resource_phase", **who, phase="Deployed") == 1
+    assert value(now, "modeldeploy_resource_phase", **who, phase="DeployingStaging") == 0
+    assert (
+        value(now, "modeldeploy_resource_condition", **who, condition="Ready", status="True") == 1
+    )
+    assert not [k for k in now if key in k[1] and ("condition", "Degraded") in k[1]]
+    metrics.forget_resource({"metadata": {"namespace": "metrics", "name": "moving"}})
+    assert not [k for k in operator_samples() if key in k[1]]
+
+
 class _Throttler(BaseHTTPRequestHandler):
     """A SageMaker API (JSON protocol) that throttles DescribeEndpoint, refuses
     DescribeModel, and lists no endpoints."""
