@@ -107,6 +107,10 @@ def test_one_call_chains_passes_while_each_effect_is_known_at_once(
     for step in ("GroupReady", "Registered", "Approved", "DeployingStaging", "SmokeTestPassed"):
         assert step in reasons  # each pass's Events, in order
     assert reasons.index("Registered") < reasons.index("DeployingStaging")
+    # Phases: only the one the chain ends in, last; none passed through, none said twice.
+    assert reasons[-1] == "AwaitingPromotion"
+    assert not {"Registering", "PendingApproval", "Testing"} & set(reasons), reasons
+    assert len(reasons) == len(set(reasons)), reasons
 
     # Without chaining one call is one pass, one step.
     resource.memo["timing"] = Timing(chain=0)

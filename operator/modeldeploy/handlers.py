@@ -22,6 +22,7 @@ from collections.abc import Callable
 import kopf
 
 from modeldeploy import kube_login, kube_status, metrics
+from modeldeploy.diffbase import SlimAnnotationsDiffBaseStorage
 from modeldeploy.gitops.kube import GROUP, PLURAL, VERSION
 from modeldeploy.liveness import ApiServerLost, ApiWatchdog
 from modeldeploy.policy import PolicySource
@@ -78,7 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     # Keep kopf's bookkeeping in annotations: our status schema is structural and owned by us.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = SlimAnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.ERROR  # our own Events say what happened, not log lines
@@ -88,8 +89,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     metrics.serve_from_env()
 
 
-def _plain(obj: object) -> dict:
-    return json.loads(json.dumps(obj, default=dict))  # kopf views are Mappings
+def _plain(body: kopf.Body) -> dict:
+    """The object as plain data, without metadata.managedFields: no pass reads them, and they
+    are a large part of a ModelDeployment's body (a field tree per writer)."""
+    meta = {key: value for key, value in body.metadata.items() if key != "managedFields"}
+    return json.loads(json.dumps({**body, "metadata": meta}, default=dict))  # kopf's views
 
 
 def status_patch(old: dict, new: dict) -> dict:
@@ -143,10 +147,16 @@ async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller
     """Passes back to back while each one acted and asks to look at its effect at once, for at
     most `timing.chain` seconds: a pipeline moves as fast as the remote answers, not a step per
     tick. Status is patched once, after the last (a restart resumes from remote state as from
-    any pass); Events are posted as each pass says them."""
+    any pass). Events are posted as each pass says them, but for phase changes: only the phase
+    the chain ends in, the one its status shows, is said, and not when an action already said
+    it (a phase passed through within one chain came after its action's own Event, and a
+    pipeline posted 16 Events instead of 11)."""
     loop = asyncio.get_running_loop()
     timing = memo.timing
     deadline = loop.time() + timing.chain
+    first_phase = (resource.get("status") or {}).get("phase")
+    said: set[str] = set()
+    phase_event: Event | None = None
     while True:
         result = await asyncio.to_thread(
             controller.run_pass,
@@ -158,9 +168,16 @@ async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller
         )
         memo["failures"] = memo.get("failures", 0) + 1 if result.transient else 0
         for event in result.events:
-            memo.post_event(body, event)
+            if event.phase_change:
+                phase_event = event
+            else:
+                memo.post_event(body, event)
+                said.add(event.reason)
         resource["status"] = result.status
         if result.transient or result.requeue_after > timing.act or loop.time() >= deadline:
+            ended = result.status.get("phase")
+            if phase_event and ended != first_phase and phase_event.reason not in said:
+                memo.post_event(body, phase_event)
             return result
 
 

@@ -33,7 +33,7 @@ def finalize(
         if seen is None or (seen.key, seen.generation) != (stall.key, stall.generation):
             events.append(Event("Warning", stall.reason, stall.message))
     elif phase is not None and phase != old.phase:
-        events.append(Event("Normal", phase, message))
+        events.append(Event("Normal", phase, message, phase_change=True))
     status.observedGeneration = ctx.generation
     status.phase = phase or old.phase
     status.message = message

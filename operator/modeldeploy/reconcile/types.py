@@ -63,6 +63,8 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    # The phase changed (finalize): a chain of passes says only the phase it ends in.
+    phase_change: bool = False
 
 
 @dataclass
