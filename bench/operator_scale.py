@@ -497,6 +497,20 @@ def api_requests(kube: Kube) -> Counter[str]:
     return counts
 
 
+BODY_KEYS = ("body_bytes", "managed_fields_bytes", "status_bytes")
+
+
+def body_sizes(kube: Kube) -> dict:
+    """One converged resource as JSON (what kopf keeps of each object), and its managedFields."""
+    body = json.loads(kube.run("-n", NAMESPACE, "get", "mdep", resource_name(0), "-o", "json"))
+    managed = body.get("metadata", {}).get("managedFields") or []
+    return {
+        "body_bytes": len(json.dumps(body, separators=(",", ":"))),
+        "managed_fields_bytes": len(json.dumps(managed, separators=(",", ":"))),
+        "status_bytes": len(json.dumps(body.get("status") or {}, separators=(",", ":"))),
+    }
+
+
 def converge_phase(
     kube: Kube, op: OperatorProcess, proxy: CountingProxy, n: int, args: argparse.Namespace
 ) -> tuple[dict, Mark]:
@@ -627,6 +641,7 @@ def operator_run(
             "converge": converge,
             "steady": steady,
             "rss": rss,
+            "one_body": body_sizes(kube),
         }
     except Exception:
         print(op.tail(40), file=sys.stderr)
@@ -713,6 +728,12 @@ def table(runs: list[dict]) -> str:
             lambda r: f"{projected_idle(r)} s",
         ),
         row("peak RSS above idle per 1,000 resources", lambda r: f"{per_thousand(r)} MiB"),
+        row(
+            "one resource's JSON: all / managedFields / status",
+            lambda r: "{body_bytes} / {managed_fields_bytes} / {status_bytes} B".format(
+                **r.get("one_body", dict.fromkeys(BODY_KEYS, "-"))
+            ),
+        ),
         row(
             "idle CPU per minute before any resource (after start-up settled)",
             lambda r: f"{r['idle_cpu_per_min_no_resources']} s",
