@@ -5,7 +5,7 @@ without status and without metadata other than labels and annotations. Its `buil
 deep-copying the whole body (managedFields and status included) and deleting the rest; with 300
 resources converging that copy was 7.5 % of the operator's CPU. This storage hands `build` a
 shallow selection of the same body, so only the kept parts are copied. The essence is the same
-(tests/test_diffbase.py compares the two on real bodies).
+(tests/test_diffbase.py compares the two on generated bodies).
 """
 
 from __future__ import annotations
