@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 
 import kopf
@@ -121,29 +122,33 @@ async def _pass_and_write(body: kopf.Body, memo: kopf.Memo) -> None:
     patch, a status landed whenever kopf applied it: at N=1000, after the daemon had written a
     newer one, and 22 resources stayed "Promoting" over a Deployed production.)"""
     async with memo.setdefault("lock", asyncio.Lock()):
-        changes = await _pass(body, memo)
-        if changes and not await asyncio.to_thread(memo.status_writer.patch, body, changes):
-            memo.pop("status", None)  # not written: start again from the body's
+        resource = _plain(body)  # here, on the loop kopf replaces bodies on
+        result = await asyncio.to_thread(_chain_and_write, body, resource, memo)
+        delay = next_delay(result.requeue_after, memo.timing)
+        if memo.timing.chain and not result.transient and result.requeue_after <= memo.timing.act:
+            delay = 0  # a chain that ran out of time while acting: its status written, it goes on
+        _pacer(memo).schedule(delay)
 
 
-async def _pass(body: kopf.Body, memo: kopf.Memo) -> dict:
-    """One chain of passes; the status patch it makes."""
-    resource = _plain(body)
+def _chain_and_write(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller.PassResult:
+    """A chain of passes and its status write, in one worker thread from first to last. (Each
+    pass and the write waited for a thread again, behind every other resource's: at N=1000
+    chains reached their deadline after a step or two, and each break was one status write and
+    one Event more.)"""
     # Only this operator writes the status, and the one it wrote last may be newer than a
     # body whose watch event has not arrived yet (a restart starts from the body's).
     if "status" in memo:
         resource["status"] = memo["status"]
     old = resource.get("status") or {}
-    result = await _chain(body, resource, memo)
+    result = _chain(body, resource, memo)
     memo["status"] = result.status
-    delay = next_delay(result.requeue_after, memo.timing)
-    if memo.timing.chain and not result.transient and result.requeue_after <= memo.timing.act:
-        delay = 0  # a chain that ran out of time while acting: its status written, it goes on
-    _pacer(memo).schedule(delay)
-    return status_patch(old, result.status)
+    changes = status_patch(old, result.status)
+    if changes and not memo.status_writer.patch(body, changes):
+        memo.pop("status", None)  # not written: start again from the body's
+    return result
 
 
-async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller.PassResult:
+def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller.PassResult:
     """Passes back to back while each one acted and asks to look at its effect at once, for at
     most `timing.chain` seconds: a pipeline moves as fast as the remote answers, not a step per
     tick. Status is patched once, after the last (a restart resumes from remote state as from
@@ -151,15 +156,13 @@ async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller
     the chain ends in, the one its status shows, is said, and not when an action already said
     it (a phase passed through within one chain came after its action's own Event, and a
     pipeline posted 16 Events instead of 11)."""
-    loop = asyncio.get_running_loop()
     timing = memo.timing
-    deadline = loop.time() + timing.chain
+    deadline = time.monotonic() + timing.chain
     first_phase = (resource.get("status") or {}).get("phase")
     said: set[str] = set()
     phase_event: Event | None = None
     while True:
-        result = await asyncio.to_thread(
-            controller.run_pass,
+        result = controller.run_pass(
             resource,
             memo.providers,
             timing=timing,
@@ -171,10 +174,10 @@ async def _chain(body: kopf.Body, resource: dict, memo: kopf.Memo) -> controller
             if event.phase_change:
                 phase_event = event
             else:
-                memo.post_event(body, event)
+                memo.post_event(body, event)  # kopf's queue takes Events from any thread
                 said.add(event.reason)
         resource["status"] = result.status
-        if result.transient or result.requeue_after > timing.act or loop.time() >= deadline:
+        if result.transient or result.requeue_after > timing.act or time.monotonic() >= deadline:
             ended = result.status.get("phase")
             if phase_event and ended != first_phase and phase_event.reason not in said:
                 memo.post_event(body, phase_event)
