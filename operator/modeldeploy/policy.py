@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import threading
 from pathlib import Path
 
 import yaml
@@ -133,6 +134,7 @@ class PolicySource:
         self.path = path
         self._policy = load_policy(path) if path else None
         self._stamp = _stamp(path) if path else None
+        self._lock = threading.Lock()  # passes ask from worker threads
 
     @classmethod
     def from_env(cls) -> PolicySource:
@@ -142,15 +144,16 @@ class PolicySource:
     def current(self) -> PlatformPolicy | None:
         if self.path is None:
             return None
-        try:
-            stamp = _stamp(self.path)
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._policy = load_policy(self.path)
-                log.info("platform policy %s loaded", self.path)
-        except (OSError, PolicyError) as err:
-            log.error("%s; keeping the policy read before", err)
-        return self._policy
+        with self._lock:
+            try:
+                stamp = _stamp(self.path)
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._policy = load_policy(self.path)
+                    log.info("platform policy %s loaded", self.path)
+            except (OSError, PolicyError) as err:
+                log.error("%s; keeping the policy read before", err)
+            return self._policy
 
 
 def _stamp(path: Path) -> tuple[int, int]:
